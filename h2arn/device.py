@@ -1,0 +1,35 @@
+"""One place that decides the torch device, so no code assumes CUDA."""
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(requested: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/``None`` -> cuda if available else cpu; an explicit request is honoured or refused.
+
+    Asking for CUDA on a machine without it raises one clear error instead of silently
+    running on the CPU (or crashing deep inside a kernel later).
+    """
+    if requested is None or str(requested) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device '{requested}' was requested but this machine has no CUDA GPU "
+            f"(torch {torch.__version__}, cuda build: {torch.version.cuda}). "
+            "Fix: pass --device cpu (or device='auto'), or install a CUDA build of torch on a GPU machine."
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device '{requested}' was requested but MPS is not available. Fix: use --device cpu.")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) for reproducible runs."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
