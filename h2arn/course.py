@@ -107,8 +107,9 @@ def _failing_cell(output: Path) -> str:
         return "no output notebook was written"
     code_index = 0
     for cell in nb.get("cells", []):
-        if cell.get("cell_type") != "code" or "papermill-error-cell-tag" in cell.get("metadata", {}).get("tags", []):
-            continue
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.get("cell_type") != "code" or "papermill-error-cell-tag" in tags or "injected-parameters" in tags:
+            continue   # count code cells as in the source notebook
         code_index += 1
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":

@@ -1,0 +1,79 @@
+"""The notebook runner: selection, static checks and its error paths (one clear line each)."""
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from h2arn import course
+
+
+def _write(path, cells):
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def _params(src="profile = 'ci'\ndevice = 'auto'"):
+    cell = new_code_cell(src)
+    cell.metadata["tags"] = ["parameters"]
+    return cell
+
+
+@pytest.fixture()
+def fake_root(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.setenv("H2ARN_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def test_lists_only_numbered_notebooks_in_order(fake_root):
+    for name in ["02_b.ipynb", "00_a.ipynb", "scratch.ipynb", "10_c.ipynb"]:
+        _write(fake_root / "notebooks" / name, [_params()])
+    assert [p.name for p in course.list_notebooks()] == ["00_a.ipynb", "02_b.ipynb", "10_c.ipynb"]
+    assert [p.name for p in course.select_notebooks(["02"])] == ["02_b.ipynb"]
+
+
+def test_missing_notebook_exits_nonzero_with_one_clear_line(fake_root, capsys):
+    _write(fake_root / "notebooks" / "00_a.ipynb", [_params()])
+    assert course.main(["run", "07"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notebook '07' not found" in err[0] and "00_a.ipynb" in err[0]
+
+
+def test_static_check_requires_exactly_one_parameters_cell_and_no_outputs(fake_root):
+    nb_dir = fake_root / "notebooks"
+    none = _write(nb_dir / "00_none.ipynb", [new_code_cell("x = 1")])
+    two = _write(nb_dir / "01_two.ipynb", [_params(), _params()])
+    dirty_cell = new_code_cell("print(1)")
+    dirty_cell.outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    dirty = _write(nb_dir / "02_dirty.ipynb", [_params(), dirty_cell])
+    ok = _write(nb_dir / "03_ok.ipynb", [new_markdown_cell("# hi"), _params()])
+    assert "exactly one cell tagged 'parameters' (found 0)" in course.check_notebook(none)[0]
+    assert "(found 2)" in course.check_notebook(two)[0]
+    assert "committed outputs" in course.check_notebook(dirty)[0]
+    assert course.check_notebook(ok) == []
+
+
+def test_notebook_without_parameters_cell_is_refused_before_running(fake_root, tmp_path, capsys):
+    _write(fake_root / "notebooks" / "00_noparams.ipynb", [new_code_cell("x = 1")])
+    assert course.main(["run", "--output-dir", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "00_noparams.ipynb: needs exactly one cell tagged 'parameters'" in captured.err
+    assert "invalid" in captured.out
+
+
+@pytest.mark.notebooks
+def test_failing_cell_is_reported_with_notebook_and_cell(fake_root, tmp_path, capsys):
+    _write(fake_root / "notebooks" / "00_fails.ipynb",
+           [_params(), new_code_cell("a = 1"), new_code_cell("raise ValueError('boom from the course')")])
+    _write(fake_root / "notebooks" / "01_ok.ipynb", [_params(), new_code_cell("assert profile == 'ci'")])
+    code = course.main(["run", "--output-dir", str(tmp_path / "out"), "--cell-timeout", "60"])
+    captured = capsys.readouterr()
+    assert code == 1
+    line = [l for l in captured.err.splitlines() if "FAILED" in l]
+    assert len(line) == 1
+    assert "00_fails.ipynb" in line[0] and "code cell 3" in line[0] and "ValueError: boom from the course" in line[0]
+    assert "01_ok.ipynb" in captured.out and "ok" in captured.out     # later notebooks still run and are tabled
+    assert (tmp_path / "out" / "00_fails.ipynb").is_file()            # the executed copy is kept for inspection
