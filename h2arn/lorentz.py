@@ -240,21 +240,24 @@ def dist0(x: Tensor, c: Curvature, keepdim: bool = False) -> Tensor:
 def pairwise_dist(x: Tensor, y: Tensor, c: Curvature) -> Tensor:
     """All-pairs distances from ONE matrix product: x ``(N, D+1)``, y ``(M, D+1)`` -> ``(N, M)``.
 
-    ``d = 2/sqrt(c) * asinh(sqrt(z/2))`` with ``z = -c<x,y>_L - 1`` (the identity
-    ``cosh t = 1 + 2 sinh^2(t/2)``), which keeps the gradient finite where ``z = 0``. ``c`` must be
-    a scalar here. Accuracy for *very* close pairs is limited by cancellation inside the inner
-    product (error ~ eps * c * x_0 * y_0); use :func:`dist` for those. Without autograd the
-    elementwise work is done in place, so the cost is one GEMM plus a few memory passes.
+    ``z = -c<x,y>_L`` comes straight out of the GEMM (the sign flip and ``-c`` are folded into x).
+    With autograd, ``d = 2/sqrt(c) * asinh(sqrt((z-1)/2))`` (the identity ``cosh t = 1 + 2 sinh^2(t/2)``)
+    keeps the gradient finite where ``z = 1``. Without autograd (retrieval, evaluation) the result is
+    ``log(z + sqrt(z^2 - 1)) / sqrt(c)`` computed in place, because ``log`` and ``sqrt`` are vectorised
+    on CPU and ``asinh`` is not: the cost is one GEMM plus a few memory passes
+    (``benchmarks/bench_lorentz.py``). ``c`` must be a scalar. Accuracy for *very* close pairs is
+    limited by cancellation inside the inner product (error ~ eps * c * x_0 * y_0); use :func:`dist` there.
     """
     c_t = torch.as_tensor(c, dtype=x.dtype, device=x.device)
-    x_signed = torch.cat([-x[..., :1], x[..., 1:]], dim=-1)
-    minus_one = torch.full((1, 1), -1.0, dtype=x.dtype, device=x.device)
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or c_t.requires_grad)
     if c_t.dim() == 0 and not needs_grad:
         c_val = float(c_t)
-        z = torch.addmm(minus_one, x_signed, y.transpose(-1, -2), alpha=-c_val)
-        z.clamp_min_(_tiny(x.dtype)).mul_(0.5).sqrt_().asinh_().mul_(2.0 / math.sqrt(c_val))
-        return z
+        x_scaled = torch.cat([x[..., :1] * c_val, x[..., 1:] * -c_val], dim=-1)
+        z = (x_scaled @ y.transpose(-1, -2)).clamp_min_(1.0)
+        out = torch.addcmul(torch.full((1,), -1.0, dtype=z.dtype, device=z.device), z, z)
+        out.sqrt_().add_(z).log_()
+        return out if c_val == 1.0 else out.mul_(1.0 / math.sqrt(c_val))
+    x_signed = torch.cat([-x[..., :1], x[..., 1:]], dim=-1)
     z = -c_t * (x_signed @ y.transpose(-1, -2)) - 1.0
     z = z.clamp_min(_tiny(x.dtype))
     return 2.0 / c_t.sqrt() * torch.asinh(torch.sqrt(0.5 * z))

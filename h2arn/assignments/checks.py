@@ -1,0 +1,590 @@
+r"""Autograder checks: compare a student's function with the package's reference on seeded random inputs.
+
+Why this shape
+--------------
+An exercise in a notebook is a function the student writes (``def my_dist(x, y, c): ...``) followed
+by ``check("dist", my_dist)``. The check calls the function on a fixed set of *seeded* random cases
+(float32 and float64, several curvatures, batched shapes, and a few edge cases that the textbook formula
+gets wrong: the zero vector, a point and itself, the saturated cone) and compares the result with the
+reference implementation in this package (:mod:`h2arn.lorentz`, :mod:`h2arn.aggregation`,
+:mod:`h2arn.losses`, :mod:`h2arn.metrics`). The same inputs every run, so a failure is reproducible and
+the message can name the exact input.
+
+A failure raises :class:`CheckFailure` (an ``AssertionError``) whose message says which case failed,
+the input at the worst element, expected vs got, the tolerance and a hint; for the mistakes students
+actually make (time coordinate last, a missing ``1/sqrt(c)``, padding in the mean, one direction of the
+loss only, ties counted against the target) the hint names the mistake. A stub that still raises
+``NotImplementedError`` gives :class:`NotImplementedYet`, also an ``AssertionError``, that says so.
+
+Tolerances are per dtype and per case. They accept the textbook formulas (``acosh`` for the distance,
+``asin``/``acos`` with any sensible clamp) on the random cases, and are loose only where the reference
+itself is clamped (angles near 0 or pi/2), which the case label says.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from h2arn import lorentz as L
+
+__all__ = ["CheckFailure", "NotImplementedYet", "Check", "Case", "CHECKS", "CURVATURES", "DTYPES",
+           "check", "run_check", "available_checks"]
+
+CURVATURES: tuple[float, ...] = (0.25, 1.0, 4.0)
+DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+# (rtol, atol) for well-conditioned random cases
+_TOL = {torch.float32: (2e-4, 2e-5), torch.float64: (1e-7, 1e-9)}
+
+
+class CheckFailure(AssertionError):
+    """The student's function disagrees with the reference (or crashed) on one case; see the message."""
+
+
+class NotImplementedYet(CheckFailure):
+    """The exercise function still raises ``NotImplementedError`` (the generated stub)."""
+
+
+@dataclass
+class Case:
+    """One call of the student's function.
+
+    args: positional arguments (tensors are cloned before the call, and the originals checked untouched).
+    expected: the reference output. batch_ndim: how many leading output dims index independent items, so
+    the failure message can show the inputs of the worst item. diagnose(got) may name a known mistake.
+    """
+
+    label: str
+    args: tuple
+    arg_names: tuple[str, ...]
+    expected: Any
+    rtol: float
+    atol: float
+    batch_ndim: int = 1
+    diagnose: Callable[[Tensor], str | None] | None = None
+    hint: str = ""
+    check_dtype: bool = True
+
+
+@dataclass
+class Check:
+    """One exercise's autograder: a name, the signature students implement, the reference, and its cases."""
+
+    name: str
+    signature: str
+    reference: str
+    teaches: str
+    cases: Callable[[], Iterator[Case]]
+    hint: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _generator(name: str, salt: int = 0) -> torch.Generator:
+    """A torch generator seeded from the check's name: the same inputs on every machine and run."""
+    g = torch.Generator()
+    g.manual_seed(zlib.crc32(f"{name}:{salt}".encode()) & 0x7FFFFFFF)
+    return g
+
+
+def _directions(n: int, dim: int, g: torch.Generator) -> Tensor:
+    """``(n, dim)`` unit vectors, float64."""
+    u = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    return u / u.norm(dim=-1, keepdim=True)
+
+
+def _tangents(n: int, dim: int, c: float, g: torch.Generator, r_min: float, r_max: float) -> Tensor:
+    """``(n, dim)`` float64 tangent vectors at the origin whose points lie at distance r in [r_min, r_max]."""
+    r = r_min + (r_max - r_min) * torch.rand(n, 1, generator=g, dtype=torch.float64)
+    return _directions(n, dim, g) * r / math.sqrt(c)
+
+
+def _points(n: int, dim: int, c: float, g: torch.Generator, r_min: float = 0.1, r_max: float = 3.0) -> Tensor:
+    """``(n, dim+1)`` float64 points on the hyperboloid at distance r in [r_min, r_max] from the origin."""
+    return L.expmap0(_tangents(n, dim, c, g, r_min, r_max), c)
+
+
+def _fmt(value: Any, max_items: int = 6) -> str:
+    """A short, readable rendering of a tensor (first items only) or a number."""
+    if isinstance(value, Tensor):
+        if value.dim() == 0:
+            return f"{value.item():.6g}"
+        flat = value.detach().flatten().tolist()
+        items = ", ".join(f"{v:.5g}" if isinstance(v, float) else str(v) for v in flat[:max_items])
+        more = f", ... ({value.numel()} values)" if len(flat) > max_items else ""
+        shape = "x".join(str(s) for s in value.shape)
+        return f"[{items}{more}] (shape {shape})"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return repr(value)
+
+
+def _describe_args(case: Case) -> str:
+    parts = []
+    for name, a in zip(case.arg_names, case.args):
+        if isinstance(a, Tensor):
+            parts.append(f"{name}: {a.dtype} tensor of shape {tuple(a.shape)}")
+        else:
+            parts.append(f"{name}={a!r}")
+    return ", ".join(parts)
+
+
+def _clone(a: Any) -> Any:
+    return a.clone() if isinstance(a, Tensor) else a
+
+
+def _fn_name(fn: Callable) -> str:
+    return getattr(fn, "__name__", repr(fn))
+
+
+def _fail(check: Check, fn: Callable, case: Case, problem: str, details: Sequence[str] = (),
+          hint: str | None = None) -> CheckFailure:
+    lines = [f"check {check.name!r} failed for {_fn_name(fn)}: {problem}",
+             f"  case: {case.label}",
+             f"  inputs: {_describe_args(case)}"]
+    lines += [f"  {d}" for d in details]
+    hint = hint or case.hint or check.hint
+    if hint:
+        lines.append(f"  hint: {hint}")
+    lines.append(f"  reference: {check.reference}   (signature: {check.signature})")
+    return CheckFailure("\n".join(lines))
+
+
+def _call(check: Check, fn: Callable, case: Case) -> Any:
+    """Call the student's function on clones of the inputs; translate stubs and crashes into clear failures."""
+    args = tuple(_clone(a) for a in case.args)
+    try:
+        got = fn(*args)
+    except NotImplementedError as exc:
+        raise NotImplementedYet(
+            f"{_fn_name(fn)} is not implemented yet (check {check.name!r}): it raised NotImplementedError"
+            f"{': ' + str(exc) if str(exc) else ''}.\n"
+            f"  What to do: replace the `raise NotImplementedError(...)` line with your implementation of "
+            f"{check.signature} ({check.teaches}), re-run that cell, then re-run this check."
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any crash of student code becomes a readable failure
+        raise _fail(check, fn, case, f"it raised {type(exc).__name__}: {exc}",
+                    hint=case.hint or check.hint) from exc
+    for name, before, after in zip(case.arg_names, case.args, args):
+        if isinstance(before, Tensor) and not torch.equal(before, after):
+            raise _fail(check, fn, case, f"it modified its input {name!r} in place",
+                        hint="work on new tensors (x * y, torch.cat, ...) instead of in-place ops (x[...] = , x.mul_()).")
+    return got
+
+
+def _compare(check: Check, fn: Callable, case: Case, got: Any) -> None:
+    """Shape, dtype, finiteness, then values; the message points at the worst element."""
+    expected = case.expected
+    if not isinstance(expected, Tensor):
+        expected = torch.as_tensor(expected, dtype=torch.float64)
+    if not isinstance(got, Tensor):
+        try:
+            got = torch.as_tensor(got, dtype=expected.dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise _fail(check, fn, case, f"it returned {type(got).__name__}, expected a tensor of shape "
+                        f"{tuple(expected.shape)}") from None
+    if got.shape != expected.shape:
+        hint = (case.diagnose(got) if case.diagnose else None)
+        raise _fail(check, fn, case, f"wrong output shape {tuple(got.shape)}, expected {tuple(expected.shape)}",
+                    hint=hint)
+    if case.check_dtype and got.dtype != expected.dtype:
+        raise _fail(check, fn, case, f"it returned {got.dtype} for {expected.dtype} inputs",
+                    hint="keep the input dtype: build constants with dtype=x.dtype (or use Python floats), "
+                         "never torch.tensor(...) without a dtype.")
+    got64, exp64 = got.detach().double(), expected.detach().double()
+    bad_nan = ~torch.isfinite(got64) & torch.isfinite(exp64)
+    if bool(bad_nan.any()):
+        idx = tuple(bad_nan.nonzero()[0].tolist())
+        raise _fail(check, fn, case, f"non-finite output {got64[idx].item()} where {exp64[idx].item():.6g} "
+                    "was expected", _item_details(case, idx, exp64, got64),
+                    hint=(case.diagnose(got) if case.diagnose else None))
+    tol = case.atol + case.rtol * exp64.abs()
+    err = (got64 - exp64).abs()
+    excess = torch.where(torch.isfinite(exp64), err - tol, torch.zeros_like(err))
+    if bool((excess > 0).any()):
+        idx = tuple(int(i) for i in torch.unravel_index(excess.argmax(), excess.shape)) if excess.dim() else ()
+        n_bad = int((excess > 0).sum())
+        raise _fail(check, fn, case, f"wrong values ({n_bad} of {excess.numel()} outside tolerance)",
+                    _item_details(case, idx, exp64, got64)
+                    + [f"tolerance: |got - expected| <= {case.atol:g} + {case.rtol:g} * |expected|"],
+                    hint=(case.diagnose(got) if case.diagnose else None))
+
+
+def _item_details(case: Case, idx: tuple, exp64: Tensor, got64: Tensor) -> list[str]:
+    details = []
+    batch = idx[:case.batch_ndim]
+    if idx:
+        details.append(f"worst element: output{list(idx)}")
+        for name, a in zip(case.arg_names, case.args):
+            if isinstance(a, Tensor) and a.dim() >= len(batch) and batch and \
+                    tuple(a.shape[:len(batch)]) == tuple(exp64.shape[:len(batch)]):
+                details.append(f"  {name}{list(batch)} = {_fmt(a[batch])}")
+    if idx and case.batch_ndim < exp64.dim():
+        details.append(f"expected output{list(batch)} = {_fmt(exp64[batch])}")
+        details.append(f"got      output{list(batch)} = {_fmt(got64[batch])}")
+    else:
+        details.append(f"expected {_fmt(exp64[idx] if idx else exp64)}, got {_fmt(got64[idx] if idx else got64)}")
+    return details
+
+
+def _close(a: Tensor, b: Tensor, rel: float = 1e-3) -> bool:
+    """Loose closeness used by the diagnosers (they recognise mistakes, they do not grade)."""
+    if a.shape != b.shape:
+        return False
+    a, b = a.detach().double(), b.detach().double()
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return False
+    return bool(((a - b).abs() <= rel * (1.0 + b.abs())).all())
+
+
+# --------------------------------------------------------------------------- geometry checks
+
+def _expmap0_cases() -> Iterator[Case]:
+    dim = 5
+    for dtype in DTYPES:
+        rtol, atol = _TOL[dtype]
+        for c in CURVATURES:
+            g = _generator("expmap0", int(c * 100))
+            v64 = _tangents(16, dim, c, g, 0.01, 5.0)
+            v = v64.to(dtype)
+            expected = L.expmap0(v, c)
+
+            def diagnose(got: Tensor, v=v, c=c, expected=expected) -> str | None:
+                if got.shape == v.shape:
+                    return ("return the point on the hyperboloid, shape (..., D+1) with the TIME coordinate "
+                            "first: torch.cat([x_time, x_space], dim=-1).")
+                if got.shape != expected.shape:
+                    return None
+                if _close(got[..., -1], expected[..., 0]):
+                    return "your time coordinate is LAST; this course (and h2arn.lorentz) puts it FIRST."
+                if _close(got[..., 1:], v):
+                    return ("you returned the official code's direct lift (v as the space part); the exp map "
+                            "scales v by sinh(sqrt(c)|v|) / (sqrt(c)|v|).")
+                if not _close(got[..., 0], expected[..., 0]):
+                    return "space part or time coordinate off: the time coordinate is sqrt(1/c + |x_space|^2)."
+                return "check where sqrt(c) enters: x_space = sinh(sqrt(c)|v|) / (sqrt(c)|v|) * v."
+            yield Case(f"random tangent vectors, {dtype}, c={c}, sqrt(c)|v| in [0.01, 5]", (v, c), ("v", "c"),
+                       expected, rtol, atol, diagnose=diagnose)
+        # any leading batch shape, and the zero vector
+        g = _generator("expmap0", 1)
+        v = _tangents(12, dim, 1.0, g, 0.01, 2.0).to(dtype).reshape(3, 4, dim)
+        yield Case(f"leading batch shape (3, 4), {dtype}, c=1.0", (v, 1.0), ("v", "c"), L.expmap0(v, 1.0),
+                   rtol, atol, batch_ndim=2,
+                   hint="reduce over the last axis only: v.norm(dim=-1, keepdim=True).")
+        v0 = torch.zeros(2, dim, dtype=dtype)
+        yield Case(f"the zero vector, {dtype}, c=2.0 (must map to the origin (1/sqrt(c), 0, ...))", (v0, 2.0),
+                   ("v", "c"), L.expmap0(v0, 2.0), rtol, atol,
+                   hint="at v = 0, sinh(r)/r is 0/0 = NaN: use a Taylor expansion near 0, or clamp the norm "
+                        "from below (norm.clamp_min(1e-15)), so the origin maps to the origin.")
+
+
+def _logmap0_cases() -> Iterator[Case]:
+    dim = 5
+    for dtype in DTYPES:
+        rtol, atol = _TOL[dtype]
+        for c in CURVATURES:
+            g = _generator("logmap0", int(c * 100))
+            x = _points(16, dim, c, g, 0.01, 5.0).to(dtype)
+            x = L.project(x, c)
+            expected = L.logmap0(x, c)
+
+            def diagnose(got: Tensor, x=x, c=c, expected=expected) -> str | None:
+                if got.shape == x.shape:
+                    return ("return the space-only tangent vector, shape (..., D): the time entry of a tangent "
+                            "vector at the origin is 0 by definition, so drop it.")
+                if got.shape != expected.shape:
+                    return None
+                ratio = (got.double() / expected.double()).nanmedian().item()
+                if abs(ratio - math.sqrt(c)) < 1e-2 * math.sqrt(c) or abs(ratio - 1 / math.sqrt(c)) < 1e-2 / math.sqrt(c):
+                    return f"off by a factor sqrt(c) = {math.sqrt(c):g}: v = asinh(sqrt(c)|x_s|) / (sqrt(c)|x_s|) * x_s."
+                return "v = asinh(sqrt(c)|x_s|) / (sqrt(c)|x_s|) * x_s with x_s = x[..., 1:] (time coordinate first)."
+            yield Case(f"random points, {dtype}, c={c}, distance to origin in [0.01, 5]", (x, c), ("x", "c"),
+                       expected, rtol, atol, diagnose=diagnose)
+        o = L.origin(4, 0.5, dtype=dtype).expand(2, 5).clone()
+        yield Case(f"the origin, {dtype}, c=0.5 (must map to the zero vector)", (o, 0.5), ("x", "c"),
+                   L.logmap0(o, 0.5), rtol, atol,
+                   hint="at the origin asinh(r)/r is 0/0 = NaN: use a Taylor expansion near 0 or clamp the norm.")
+
+
+def _dist_cases() -> Iterator[Case]:
+    dim = 4
+    for dtype in DTYPES:
+        rtol, atol = _TOL[dtype]
+        if dtype == torch.float32:
+            rtol, atol = 1e-3, 1e-4   # accepts acosh(-c<x,y>)/sqrt(c) computed in float32
+        for c in CURVATURES:
+            g = _generator("dist", int(c * 100))
+            x64, y64 = _points(64, dim, c, g, 0.0, 3.0), _points(64, dim, c, g, 0.0, 3.0)
+            keep = L.dist(x64, y64, c) > 0.1 / math.sqrt(c)
+            x, y = L.project(x64[keep][:16].to(dtype), c), L.project(y64[keep][:16].to(dtype), c)
+            expected = L.dist(x, y, c)
+
+            def diagnose(got: Tensor, c=c, expected=expected) -> str | None:
+                if got.shape != expected.shape:
+                    return ("return one distance per pair: shape (...) (reduce the last axis), "
+                            "not (..., 1) and not a matrix.")
+                ratio = (got.double() / expected.double()).median().item()
+                s = math.sqrt(c)
+                if c != 1.0 and abs(ratio - s) < 1e-2 * s:
+                    return (f"your distances are sqrt(c) = {s:g} times too large: d = acosh(-c <x,y>_L) / sqrt(c)"
+                            " -- the 1/sqrt(c) is missing.")
+                if c != 1.0 and abs(ratio - 1 / s) < 1e-2 / s:
+                    return f"your distances are off by 1/sqrt(c) = {1 / s:g}: d = acosh(-c <x,y>_L) / sqrt(c)."
+                if abs(ratio - 2.0) < 2e-2 or abs(ratio - 0.5) < 5e-3:
+                    return "off by a factor 2: acosh(-c<x,y>_L)/sqrt(c) equals 2/sqrt(c) * asinh(sqrt(c)/2 * chord)."
+                return ("d = acosh(-c <x,y>_L) / sqrt(c), with <x,y>_L = -x_0 y_0 + sum_i x_i y_i "
+                        "(time coordinate first, minus sign on the time part).")
+            yield Case(f"random pairs, {dtype}, c={c}, distances > 0.1/sqrt(c)", (x, y, c), ("x", "y", "c"),
+                       expected, rtol, atol, diagnose=diagnose)
+        g = _generator("dist", 7)
+        x = L.project(_points(8, dim, 1.0, g, 0.0, 2.0).to(dtype), 1.0)
+        loose = 2e-2 if dtype == torch.float32 else 2e-6
+        yield Case(f"a point and itself, {dtype}, c=1.0 (distance 0, tolerance {loose:g})", (x, x.clone(), 1.0),
+                   ("x", "y", "c"), torch.zeros(8, dtype=dtype), 0.0, loose,
+                   hint="-c<x,x>_L is 1 only up to rounding; acosh of 0.9999999 is NaN: clamp the argument "
+                        "to >= 1 (or use the chord form 2/sqrt(c) asinh(sqrt(c)/2 |x-y|_L)).")
+
+
+def _cone_points(name: str, n: int, dim: int, c: float, K: float, dtype: torch.dtype, inside: bool) -> Tensor:
+    """Points outside (inside=False) or inside the saturation ball |x_s| <= 2K/sqrt(c), well away from its edge."""
+    g = _generator(name, int(c * 100) + int(K * 1000) + (1 if inside else 0))
+    r_sat = 2.0 * K / math.sqrt(c)                                   # space norm where asin's argument is 1
+    if inside:
+        space_norm = r_sat * (0.1 + 0.85 * torch.rand(n, 1, generator=g, dtype=torch.float64))
+    else:
+        space_norm = r_sat * (1.05 + 20.0 * torch.rand(n, 1, generator=g, dtype=torch.float64))
+    return L.lift((_directions(n, dim, g) * space_norm).to(dtype), c)
+
+
+def _half_aperture_cases() -> Iterator[Case]:
+    dim = 4
+    for dtype in DTYPES:
+        rtol, atol = _TOL[dtype]
+        if dtype == torch.float32:
+            rtol, atol = 1e-3, 2e-4
+        for c in CURVATURES:
+            for K in (0.1, 0.5):
+                x = _cone_points("half_aperture", 16, dim, c, K, dtype, inside=False)
+                expected = L.half_aperture(x, c, K)
+
+                def diagnose(got: Tensor, c=c, K=K, expected=expected, x=x) -> str | None:
+                    if got.shape != expected.shape:
+                        return "return one angle per point: shape (...)."
+                    norm = x[..., 1:].double().norm(dim=-1)
+                    if _close(got, torch.asin((2 * K / norm).clamp(max=1.0))):
+                        return "the curvature is missing: asin(2K / (sqrt(c) |x_space|))."
+                    if _close(got, torch.asin((2 * K / (c * norm)).clamp(max=1.0))):
+                        return "use sqrt(c), not c: asin(2K / (sqrt(c) |x_space|))."
+                    return "half-aperture = asin(2K / (sqrt(c) |x_space|)) with x_space = x[..., 1:]."
+                yield Case(f"points outside the saturation ball, {dtype}, c={c}, K={K}", (x, c, K),
+                           ("x", "c", "K"), expected, rtol, atol, diagnose=diagnose)
+        x = _cone_points("half_aperture", 8, dim, 1.0, 0.1, dtype, inside=True)
+        yield Case(f"points inside the ball |x_s| <= 2K/sqrt(c), {dtype}, c=1.0, K=0.1: the aperture saturates "
+                   "at pi/2 (any clamp within 2e-3 of pi/2 is accepted)", (x, 1.0, 0.1), ("x", "c", "K"),
+                   L.half_aperture(x, 1.0, 0.1), 0.0, 2e-3,
+                   hint="asin's argument 2K/(sqrt(c)|x_s|) exceeds 1 near the origin: clamp it to at most "
+                        "1 - eps (MERU uses 1 - 1e-7; h2arn.lorentz.eps(dtype) is dtype-aware).")
+
+
+def _exterior_angle_cases() -> Iterator[Case]:
+    dim = 4
+    for dtype in DTYPES:
+        rtol, atol = (1e-3, 5e-4) if dtype == torch.float32 else (1e-7, 1e-8)
+        for c in CURVATURES:
+            g = _generator("exterior_angle", int(c * 100))
+            x64, y64 = _points(128, dim, c, g, 0.3, 2.5), _points(128, dim, c, g, 0.3, 2.5)
+            ang = L.exterior_angle(x64, y64, c)
+            keep = (ang > 0.1) & (ang < math.pi - 0.1) & (L.dist(x64, y64, c) > 0.3 / math.sqrt(c))
+            x, y = L.project(x64[keep][:16].to(dtype), c), L.project(y64[keep][:16].to(dtype), c)
+            expected = L.exterior_angle(x, y, c)
+
+            def diagnose(got: Tensor, x=x, y=y, c=c, expected=expected) -> str | None:
+                if got.shape != expected.shape:
+                    return "return one angle per pair: shape (...)."
+                swapped = L.exterior_angle(y, x, c)
+                if _close(got, swapped):
+                    return "arguments swapped: the angle is measured at x (the cone's apex), between the ray O->x extended and the geodesic x->y."
+                if _close(got, math.pi - expected):
+                    return "you computed the interior angle at x (pi - exterior): check the sign of the numerator y_0 + c<x,y>_L x_0."
+                return ("theta = acos((y_0 + c<x,y>_L x_0) / (|x_space| sqrt((c<x,y>_L)^2 - 1))), "
+                        "time coordinate first.")
+            yield Case(f"random pairs, {dtype}, c={c}, angles in [0.1, pi-0.1]", (x, y, c), ("x", "y", "c"),
+                       expected, rtol, atol, diagnose=diagnose)
+        g = _generator("exterior_angle", 3)
+        v = _tangents(8, dim, 1.0, g, 0.3, 1.5)
+        x, y = L.expmap0(v.to(dtype), 1.0), L.expmap0((2.0 * v).to(dtype), 1.0)
+        loose = 5e-2 if dtype == torch.float32 else 1e-3
+        yield Case(f"y on the ray from the origin through x, beyond x, {dtype}, c=1.0: angle 0 (tolerance "
+                   f"{loose:g}, the clamped acos is not exactly 0)", (x, y, 1.0), ("x", "y", "c"),
+                   L.exterior_angle(x, y, 1.0), 0.0, loose,
+                   hint="acos's argument reaches 1 (and exceeds it through rounding) on the ray: clamp it to "
+                        "[-1 + eps, 1 - eps], and clamp (c<x,y>_L)^2 - 1 at a small positive value.")
+
+
+# --------------------------------------------------------------------------- model checks
+
+def _contribution_cases() -> Iterator[Case]:
+    from h2arn.aggregation import contribution_weights
+    B, Lt, D = 4, 7, 6
+    for dtype in DTYPES:
+        rtol, atol = (1e-3, 1e-5) if dtype == torch.float32 else (1e-6, 1e-9)
+        for c in CURVATURES:
+            for temperature in (0.07, 0.5):
+                g = _generator("contribution_weights", int(c * 100) + int(temperature * 1000))
+                z = (torch.randn(B, Lt, D, generator=g, dtype=torch.float64) * 0.4 / math.sqrt(c))
+                lengths = torch.tensor([Lt, 1, 3, 5])
+                mask = torch.arange(Lt).unsqueeze(0) < lengths.unsqueeze(1)
+                z = torch.where(mask.unsqueeze(-1), z, torch.full_like(z, 3.0)).to(dtype)  # padding holds junk
+                expected = contribution_weights(z, mask, c, temperature, lift="expmap")
+
+                def diagnose(got: Tensor, z=z, mask=mask, c=c, t=temperature) -> str | None:
+                    if got.shape != mask.shape:
+                        return "return one weight per token: shape (B, L), the same as the mask."
+                    if bool((got.double().abs() > 0)[~mask].any()):
+                        return "padding tokens (mask False) must get weight exactly 0: fill their logits with -inf before the softmax."
+                    if not _close(got.double().sum(-1), torch.ones(got.shape[0], dtype=torch.float64)):
+                        return "each row must sum to 1 over the VALID tokens (softmax along the token axis, dim=-1)."
+                    d_all = L.dist(L.expmap0(z, c), L.expmap0(z.mean(dim=-2), c).unsqueeze(-2), c)
+                    if _close(got, torch.softmax((-d_all / t).masked_fill(~mask, float("-inf")), dim=-1)):
+                        return ("your anchor includes the padding tokens: it is the mean over VALID tokens only, "
+                                "(z * mask[..., None]).sum(-2) / mask.sum(-1, keepdim=True).")
+                    if _close(got, contribution_weights(z, mask, c, t, lift="official")):
+                        return ("you used the official code's direct lift (L.lift); this exercise uses the exp "
+                                "map of the paper's Eq. 5 (L.expmap0) for tokens and anchor.")
+                    if _close(got, contribution_weights(z, mask, c, -t, lift="expmap")):
+                        return "sign: weights are softmax(-d / T): tokens CLOSE to the anchor get the large weights."
+                    return ("w = softmax over valid tokens of -d(expmap0(z_i), expmap0(anchor)) / T; use L.dist "
+                            "(the acosh form loses precision for tokens near the anchor in float32).")
+                yield Case(f"tokens (B={B}, L={Lt}, D={D}) with padding (lengths {lengths.tolist()}), {dtype}, "
+                           f"c={c}, T={temperature}", (z, mask, c, temperature), ("z", "mask", "c", "temperature"),
+                           expected, rtol, atol, diagnose=diagnose)
+
+
+def _contrastive_cases() -> Iterator[Case]:
+    from h2arn.losses import multi_positive_contrastive
+    for dtype in DTYPES:
+        rtol, atol = (1e-5, 1e-6) if dtype == torch.float32 else (1e-10, 1e-12)
+        for salt, (B, shapes) in enumerate([(6, [0, 1, 2, 3, 4, 5]), (8, [0, 0, 1, 2, 2, 2, 3, 4]),
+                                           (5, [3, 1, 3, 0, 1])]):
+            g = _generator("contrastive_loss", salt)
+            logits = (torch.randn(B, B, generator=g, dtype=torch.float64) * 3.0).to(dtype)
+            ids = torch.tensor(shapes)
+            pos_mask = ids.unsqueeze(0) == ids.unsqueeze(1)
+            expected = multi_positive_contrastive(logits, pos_mask)
+
+            def diagnose(got: Tensor, logits=logits, pos_mask=pos_mask, expected=expected) -> str | None:
+                if got.dim() != 0:
+                    return "return a scalar: the mean over rows (and the average of the two directions)."
+                lse = torch.logsumexp
+                neg = torch.full_like(logits, float("-inf"))
+                t2p = (lse(logits, 1) - lse(torch.where(pos_mask, logits, neg), 1)).mean()
+                p2t = (lse(logits.T, 1) - lse(torch.where(pos_mask.T, logits.T, neg), 1)).mean()
+                diag = torch.eye(len(logits), dtype=torch.bool)
+                one_pos = 0.5 * ((lse(logits, 1) - logits.diagonal()).mean() + (lse(logits.T, 1) - logits.diagonal()).mean())
+                if _close(got, t2p) or _close(got, p2t):
+                    return "only one direction: the loss is 1/2 (text->3D + 3D->text), the second on logits.T."
+                if not bool(pos_mask.equal(diag)) and _close(got, one_pos):
+                    return ("only the diagonal is positive in your loss; several captions of the same shape share a "
+                            "batch, so every column with pos_mask True is a positive: -log(sum_pos exp / sum_all exp).")
+                if _close(got, t2p + p2t):
+                    return "average the two directions (1/2 of the sum), do not add them."
+                return ("per row: logsumexp(all logits) - logsumexp(positive logits); mean over rows; "
+                        "then average the text->3D and 3D->text terms.")
+            yield Case(f"batch of {B} captions, shape ids {shapes}, {dtype}", (logits, pos_mask),
+                       ("logits", "pos_mask"), expected, rtol, atol, batch_ndim=0, diagnose=diagnose)
+
+
+def _recall_cases() -> Iterator[Case]:
+    from h2arn.metrics import ranks_text_to_cloud
+
+    def recall_at_k(sim: Tensor, txt_to_pc: Tensor, k: int) -> float:
+        return float(100.0 * (ranks_text_to_cloud(sim, txt_to_pc) <= k).double().mean())
+    for salt, (n_txt, n_pc, quantize) in enumerate([(20, 8, None), (30, 10, 4), (12, 12, 2)]):
+        g = _generator("recall_at_k", salt)
+        sim = torch.randn(n_txt, n_pc, generator=g, dtype=torch.float64)
+        txt_to_pc = torch.randint(0, n_pc, (n_txt,), generator=g)
+        # make the right answer likely enough that recall varies with k
+        sim[torch.arange(n_txt), txt_to_pc] += 1.0
+        label = "continuous similarities"
+        if quantize is not None:
+            sim = torch.round(sim * quantize) / quantize
+            label = f"similarities rounded to 1/{quantize} (ties: a tie counts in favour of the target)"
+        for k in (1, 5):
+            expected = torch.tensor(recall_at_k(sim, txt_to_pc, k), dtype=torch.float64)
+
+            def diagnose(got: Tensor, sim=sim, txt_to_pc=txt_to_pc, k=k, expected=expected) -> str | None:
+                target = sim[torch.arange(len(txt_to_pc)), txt_to_pc].unsqueeze(1)
+                strict = 100.0 * float(((sim >= target).sum(1) <= k).double().mean())
+                if abs(float(got) - expected.item() / 100.0) < 1e-9 and expected.item() != 0:
+                    return "return a percentage (0..100), not a fraction."
+                if abs(float(got) - strict) < 1e-9 and strict != expected.item():
+                    return ("ties: rank = 1 + #{clouds with similarity STRICTLY greater than the target's}; "
+                            "a tie counts in favour of the target (the official protocol).")
+                return ("rank of the target cloud in each text's row (higher similarity = better), R@K = 100 * "
+                        "fraction of texts whose target has rank <= K.")
+            yield Case(f"{n_txt} texts x {n_pc} clouds, {label}, k={k}", (sim, txt_to_pc, k),
+                       ("sim", "txt_to_pc", "k"), expected, 0.0, 1e-9, batch_ndim=0, diagnose=diagnose,
+                       check_dtype=False)
+
+
+CHECKS: dict[str, Check] = {c.name: c for c in [
+    Check("expmap0", "my_expmap0(v, c) -> x", "h2arn.lorentz.expmap0",
+          "exp map at the origin: space-only tangent (..., D) -> point (..., D+1), time first",
+          _expmap0_cases, hint="x_space = sinh(sqrt(c)|v|)/(sqrt(c)|v|) * v, x_time = sqrt(1/c + |x_space|^2)."),
+    Check("logmap0", "my_logmap0(x, c) -> v", "h2arn.lorentz.logmap0",
+          "log map at the origin: point (..., D+1) -> space-only tangent (..., D)", _logmap0_cases),
+    Check("dist", "my_dist(x, y, c) -> d", "h2arn.lorentz.dist",
+          "geodesic distance on the hyperboloid of curvature -c", _dist_cases),
+    Check("half_aperture", "my_half_aperture(x, c, K=0.1) -> phi", "h2arn.lorentz.half_aperture",
+          "half-aperture of the entailment cone at x", _half_aperture_cases),
+    Check("exterior_angle", "my_exterior_angle(x, y, c) -> theta", "h2arn.lorentz.exterior_angle",
+          "exterior angle at x of the triangle (origin, x, y)", _exterior_angle_cases),
+    Check("contribution_weights", "my_contribution_weights(z, mask, c, temperature) -> w",
+          "h2arn.aggregation.contribution_weights(..., lift='expmap')",
+          "contribution weights of the tokens of each sample (B, L, D) -> (B, L)", _contribution_cases),
+    Check("contrastive_loss", "my_contrastive_loss(logits, pos_mask) -> loss",
+          "h2arn.losses.multi_positive_contrastive",
+          "multi-positive symmetric InfoNCE on a (B, B) logit matrix", _contrastive_cases),
+    Check("recall_at_k", "my_recall_at_k(sim, txt_to_pc, k) -> percent", "h2arn.metrics.retrieval_metrics (t2p_R@K)",
+          "text->3D recall@K in percent from a (N_txt, N_pc) similarity matrix", _recall_cases),
+]}
+
+
+def available_checks() -> list[str]:
+    """Names accepted by :func:`check`."""
+    return list(CHECKS)
+
+
+def run_check(name: str, fn: Callable) -> int:
+    """Run every case of check ``name`` on ``fn``; raise :class:`CheckFailure` on the first failure.
+
+    Returns the number of cases passed.
+    """
+    if name not in CHECKS:
+        raise KeyError(f"unknown check {name!r}; available: {', '.join(CHECKS)}")
+    if not callable(fn):
+        raise TypeError(f"check({name!r}, ...) needs your function itself (e.g. my_{name}), got {type(fn).__name__}")
+    spec = CHECKS[name]
+    n = 0
+    for case in spec.cases():
+        got = _call(spec, fn, case)
+        _compare(spec, fn, case, got)
+        n += 1
+    return n
+
+
+def check(name: str, fn: Callable, *, quiet: bool = False) -> None:
+    """The call students write after an exercise: ``check("dist", my_dist)``.
+
+    Prints one ``PASSED`` line (nothing with ``quiet``); fails with :class:`CheckFailure` (an
+    AssertionError) whose message names the input, expected vs got, and a hint. Returns None so a
+    notebook cell ending with it shows only that line (:func:`run_check` returns the case count).
+    """
+    n = run_check(name, fn)
+    if not quiet:
+        print(f"PASSED {name}: {_fn_name(fn)} matches {CHECKS[name].reference} on {n} seeded cases.")

@@ -1,0 +1,100 @@
+"""Redundant and noisy fragments, flagged per point: the raw material of the RISD chapter.
+
+Real scans of artefacts and rooms carry points that say nothing about *which* object it is:
+a second, mis-registered copy of a region (a "ghost"), the floor or plinth it stands on, walls,
+and clutter. H2ARN's contribution-aware aggregation is motivated by exactly this redundancy-
+induced saliency dilution (RISD): a mean over tokens lets those points drown the few that
+discriminate. Every generated point therefore carries a flag:
+
+====  ===========  =====================================================
+flag  name         what it is
+====  ===========  =====================================================
+0     salient      the object itself (or, in a room, one of its objects)
+1     duplicate    ghost copy of one part, slightly displaced
+2     support      floor patch / plinth / wall / floor of a room
+3     clutter      small unrelated blobs nearby
+====  ===========  =====================================================
+
+``redundant = flag > 0``.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+from .shapes import allocate
+
+FLAG_NAMES = {0: "salient", 1: "duplicate", 2: "support", 3: "clutter"}
+SUPPORT_COLORS = np.array([[0.55, 0.55, 0.55], [0.45, 0.35, 0.25], [0.80, 0.75, 0.65], [0.30, 0.30, 0.32]])
+
+
+def duplicate_points(xyz, rgb, pid, m: int, rng: np.random.Generator):
+    """A ghost of one randomly chosen part: ``m`` of its points shifted by 3-8% of the object size."""
+    part = rng.choice(np.unique(pid))
+    src = np.flatnonzero(pid == part)
+    take = rng.choice(src, size=m, replace=m > len(src))
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    shift = direction * rng.uniform(0.03, 0.08)
+    pts = xyz[take] + shift + rng.normal(scale=0.004, size=(m, 3))
+    col = np.clip(rgb[take] + rng.normal(scale=0.04, size=(m, 3)), 0, 1)
+    return pts, col, pid[take]
+
+
+def support_points(xyz, m: int, rng: np.random.Generator):
+    """A floor/plinth patch under the object: flat square at its lowest point, dull colour."""
+    lo = xyz.min(0)
+    hi = xyz.max(0)
+    half = 0.6 * max(hi[0] - lo[0], hi[2] - lo[2]) + 0.1
+    cx, cz = (lo[0] + hi[0]) / 2, (lo[2] + hi[2]) / 2
+    u = rng.uniform(-half, half, size=(m, 2))
+    pts = np.stack([cx + u[:, 0], np.full(m, lo[1] - 0.01), cz + u[:, 1]], axis=1)
+    pts[:, 1] += rng.normal(scale=0.003, size=m)
+    base = SUPPORT_COLORS[rng.integers(len(SUPPORT_COLORS))]
+    col = np.clip(base + rng.normal(scale=0.04, size=(m, 3)), 0, 1)
+    return pts, col
+
+
+def clutter_points(xyz, m: int, rng: np.random.Generator):
+    """One to three small Gaussian blobs with random colours, placed around the object."""
+    lo, hi = xyz.min(0), xyz.max(0)
+    centre = (lo + hi) / 2
+    radius = float(np.linalg.norm(hi - lo)) / 2
+    k = int(rng.integers(1, 4))
+    counts = allocate(np.ones(k), m)
+    pts, col = [], []
+    for c in counts:
+        ang = rng.uniform(0, 2 * np.pi)
+        at = centre + np.array([np.cos(ang) * radius * rng.uniform(0.6, 1.1), 0, np.sin(ang) * radius * rng.uniform(0.6, 1.1)])
+        at[1] = lo[1] + rng.uniform(0.02, 0.15) * radius
+        pts.append(at + rng.normal(scale=rng.uniform(0.02, 0.05) * max(radius, 0.1), size=(c, 3)))
+        col.append(np.clip(rng.random(3) + rng.normal(scale=0.05, size=(c, 3)), 0, 1))
+    return np.concatenate(pts), np.concatenate(col)
+
+
+def add_redundancy(xyz, rgb, pid, n_redundant: int, rng: np.random.Generator,
+                   mix: Tuple[float, float, float] | None = None):
+    """Append ``n_redundant`` flagged points to an object cloud.
+
+    xyz, rgb ``(n,3)``, pid ``(n,)`` -> xyz, rgb ``(n+m,3)``, pid ``(n+m,)`` (-1 for support/clutter),
+    flag ``(n+m,)``. ``mix`` = share of (duplicate, support, clutter); random when ``None``.
+    """
+    n = len(xyz)
+    flag = np.zeros(n, dtype=np.int64)
+    if n_redundant <= 0:
+        return xyz, rgb, pid, flag
+    weights = np.asarray(mix, float) if mix is not None else rng.dirichlet([2.0, 2.0, 1.0])
+    m_dup, m_sup, m_clu = allocate(weights + 1e-9, n_redundant)
+    out_xyz, out_rgb, out_pid, out_flag = [xyz], [rgb], [pid], [flag]
+    if m_dup:
+        p, c, i = duplicate_points(xyz, rgb, pid, int(m_dup), rng)
+        out_xyz.append(p); out_rgb.append(c); out_pid.append(i); out_flag.append(np.full(m_dup, 1))
+    if m_sup:
+        p, c = support_points(xyz, int(m_sup), rng)
+        out_xyz.append(p); out_rgb.append(c); out_pid.append(np.full(m_sup, -1)); out_flag.append(np.full(m_sup, 2))
+    if m_clu:
+        p, c = clutter_points(xyz, int(m_clu), rng)
+        out_xyz.append(p); out_rgb.append(c); out_pid.append(np.full(m_clu, -1)); out_flag.append(np.full(m_clu, 3))
+    return (np.concatenate(out_xyz), np.concatenate(out_rgb), np.concatenate(out_pid),
+            np.concatenate(out_flag).astype(np.int64))

@@ -1,0 +1,221 @@
+"""Reader for T3DR-HIT v2 and for the generated benchmark (same layout), with strict validation.
+
+Layout under a dataset root (CONTRIBUTING.md, "Data layout"):
+
+* ``Elephant/Elephant_caption_<split>.json`` = ``{"result": {"<obj>": ["caption", ...]}}`` and
+  ``Elephant/pcd_normalize_<split>/<obj>/model.txt``
+* ``S3DIS/S3DIS_<split>_captions.json`` and ``S3DIS/S3DIS_<split>_pcds/<Area_k_room>.txt``
+* point files: whitespace-separated ``x y z r g b`` plus optional extra columns.
+
+The real T3DR-HIT v2 has ``train`` and ``test`` only; ``val`` is optional. Anything corrupt or
+inconsistent raises :class:`DatasetError` naming the file and the fix; nothing is skipped silently
+(the official script drops a shape whose cloud fails to load, with all its captions).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..paths import data_dir
+
+SUBSETS = ("Elephant", "S3DIS")
+T3DRHIT_URL = "https://pan.baidu.com/s/1Moa2hHpj9g2y76h9Gb2qMw?pwd=bstd"
+T3DRHIT_CODE = "bstd"
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, corrupt or inconsistent. The message names the file and the fix."""
+
+
+@dataclass
+class ShapeRecord:
+    """One shape (artefact or room) with all its captions.
+
+    points: ``(N, 6)`` float32, xyz + rgb in 0..1; extra: ``(N, k)`` float32 extra columns
+    (generated data: ``part_id``, ``redundant_flag``) or ``None``; meta: per-shape metadata
+    (from ``metadata.json`` when present, else only what the files say).
+    """
+    name: str
+    subset: str
+    points: np.ndarray
+    captions: List[str]
+    extra: Optional[np.ndarray] = None
+    meta: Dict = field(default_factory=dict)
+
+
+def caption_path(root: Path, subset: str, split: str) -> Path:
+    if subset == "Elephant":
+        return root / "Elephant" / f"Elephant_caption_{split}.json"
+    if subset == "S3DIS":
+        return root / "S3DIS" / f"S3DIS_{split}_captions.json"
+    raise DatasetError(f"unknown subset {subset!r}; expected one of {SUBSETS}")
+
+
+def cloud_path(root: Path, subset: str, split: str, name: str) -> Path:
+    if subset == "Elephant":
+        return root / "Elephant" / f"pcd_normalize_{split}" / name / "model.txt"
+    return root / "S3DIS" / f"S3DIS_{split}_pcds" / f"{name}.txt"
+
+
+def available_subsets(dataset_root) -> List[str]:
+    """Subsets (``Elephant``, ``S3DIS``) that have at least a train or test caption file under the root."""
+    root = Path(dataset_root)
+    return [s for s in SUBSETS if any(caption_path(root, s, sp).is_file() for sp in ("train", "test", "val"))]
+
+
+def available_splits(dataset_root, subset: str) -> List[str]:
+    root = Path(dataset_root)
+    return [sp for sp in ("train", "val", "test") if caption_path(root, subset, sp).is_file()]
+
+
+def load_metadata(dataset_root) -> dict:
+    """``metadata.json`` of a generated dataset, or ``{}`` for real T3DR-HIT (which has none)."""
+    path = Path(dataset_root) / "metadata.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path} is not valid JSON ({exc}). Fix: delete the dataset folder and regenerate it "
+                           "(python -m h2arn.data generate --profile ci).") from exc
+
+
+def missing_dataset_message(root: Path) -> str:
+    return (
+        f"T3DR-HIT v2 was not found under {root} (expected {root / 'Elephant'} and/or {root / 'S3DIS'}).\n"
+        f"Fix: download T3DR-HIT v2 from Baidu Netdisk {T3DRHIT_URL} (extraction code {T3DRHIT_CODE}) and "
+        f"unpack it so that {root / 'Elephant' / 'Elephant_caption_train.json'} and "
+        f"{root / 'S3DIS' / 'S3DIS_train_captions.json'} exist. Without it, use the embedded benchmark: "
+        "h2arn.data.ensure_synthetic('ci') or python -m h2arn.data generate --profile ci."
+    )
+
+
+def find_t3drhit(root=None) -> Path:
+    """Locate real T3DR-HIT v2: a folder holding ``Elephant/`` and/or ``S3DIS/`` (default ``data/``).
+
+    Raises ONE :class:`DatasetError` that says where to download it and where to put it.
+    """
+    root = Path(root) if root is not None else data_dir()
+    candidates = [root, root / "data"]
+    for cand in candidates:
+        if (cand / "Elephant").is_dir() or (cand / "S3DIS").is_dir():
+            if not available_subsets(cand):
+                raise DatasetError(
+                    f"{cand} has Elephant/ or S3DIS/ but no caption file such as "
+                    f"{caption_path(cand, 'Elephant', 'train')}. Fix: unpack the complete T3DR-HIT v2 archive "
+                    f"({T3DRHIT_URL}, code {T3DRHIT_CODE}) there.")
+            return cand
+    raise DatasetError(missing_dataset_message(root))
+
+
+def read_captions(path: Path) -> Dict[str, List[str]]:
+    """Read and validate one caption JSON: ``{"result": {name: [str, ...]}}``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DatasetError(f"caption file {path} does not exist. Fix: check the dataset root.") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"caption file {path} is not valid JSON ({exc}). Fix: re-download or regenerate it.") from exc
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(result, dict):
+        raise DatasetError(f"caption file {path} must be an object {{\"result\": {{name: [captions]}}}}; "
+                           "its top-level key 'result' is missing or not an object.")
+    for name, caps in result.items():
+        if (not isinstance(caps, list) or not caps or not all(isinstance(c, str) and c.strip() for c in caps)):
+            raise DatasetError(f"caption file {path}: entry {name!r} must be a non-empty list of non-empty strings.")
+    return result
+
+
+def read_points(path: Path) -> np.ndarray:
+    """Read one whitespace-separated point file into float32 ``(N, C)`` with ``C >= 6``.
+
+    Checks: file exists and is not empty, every row has the same number of columns (a truncated
+    last row is caught), at least 6 columns, all values finite.
+    """
+    try:
+        text = path.read_text(encoding="ascii", errors="strict")
+    except FileNotFoundError as exc:
+        raise DatasetError(f"point file {path} does not exist. Fix: re-download or regenerate the dataset.") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"point file {path} is not a text file ({exc}).") from exc
+    text = text.replace(",", " ")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise DatasetError(f"point file {path} is empty. Fix: re-download or regenerate the dataset.")
+    n_cols = len(lines[0].split())
+    tokens = text.split()
+    if len(tokens) != n_cols * len(lines):
+        for i, ln in enumerate(lines):
+            if len(ln.split()) != n_cols:
+                raise DatasetError(
+                    f"point file {path}: line {i + 1} has {len(ln.split())} columns but line 1 has {n_cols} "
+                    "(truncated or corrupt file). Fix: re-download or regenerate the dataset.")
+    if n_cols < 6:
+        raise DatasetError(f"point file {path} has {n_cols} columns; expected at least 6 (x y z r g b). "
+                           "Fix: export the cloud with colours.")
+    try:
+        arr = np.asarray(tokens, dtype=np.float32).reshape(len(lines), n_cols)
+    except ValueError as exc:
+        raise DatasetError(f"point file {path} holds a value that is not a number ({exc}).") from exc
+    if not np.isfinite(arr).all():
+        row = int(np.argwhere(~np.isfinite(arr))[0, 0])
+        raise DatasetError(f"point file {path}: line {row + 1} holds NaN or inf. Fix: re-download or regenerate it.")
+    return arr
+
+
+def load_split(dataset_root, subset: str, split: str, limit: Optional[int] = None) -> List[ShapeRecord]:
+    """All shapes of one subset and split, in caption-file order (sorted names for generated data).
+
+    ``limit`` reads only the first ``limit`` shapes (quick looks in notebooks). rgb given in 0..255
+    (raw S3DIS) is rescaled to 0..1 and recorded as ``meta["rgb_scale"] = 255``.
+    """
+    root = Path(dataset_root)
+    if subset not in SUBSETS:
+        raise DatasetError(f"unknown subset {subset!r}; expected one of {SUBSETS}")
+    cap_file = caption_path(root, subset, split)
+    if not cap_file.is_file():
+        have = available_splits(root, subset)
+        if not root.is_dir() or not have:
+            raise DatasetError(missing_dataset_message(root) if not (root / "metadata.json").exists() else
+                               f"{cap_file} does not exist. Fix: regenerate the dataset at {root}.")
+        raise DatasetError(f"{cap_file} does not exist: {subset} has splits {have} under {root}"
+                           + (" (real T3DR-HIT v2 has no val split; use 'train' or 'test')" if split == "val" else ""))
+    captions = read_captions(cap_file)
+    meta_all = load_metadata(root).get("shapes", {})
+    records = []
+    for name in list(captions)[:limit] if limit is not None else captions:
+        pfile = cloud_path(root, subset, split, name)
+        if not pfile.is_file():
+            raise DatasetError(f"{cap_file} names shape {name!r} but its point file {pfile} is missing. "
+                               "Fix: re-download/unpack the complete dataset or regenerate it.")
+        arr = read_points(pfile)
+        points = np.ascontiguousarray(arr[:, :6])
+        meta = dict(meta_all.get(name, {}))
+        meta.setdefault("subset", subset)
+        meta.setdefault("split", split)
+        meta["source_file"] = str(pfile)
+        if points[:, 3:6].max() > 1.0:
+            if points[:, 3:6].max() > 255.0 or points[:, 3:6].min() < 0:
+                raise DatasetError(f"point file {pfile}: colours lie outside both 0..1 and 0..255.")
+            points[:, 3:6] /= 255.0
+            meta["rgb_scale"] = 255
+        if points[:, 3:6].min() < 0:
+            raise DatasetError(f"point file {pfile}: negative colour values; expected rgb in 0..1 (or 0..255).")
+        extra = np.ascontiguousarray(arr[:, 6:]) if arr.shape[1] > 6 else None
+        meta_caps = meta.get("caption_levels")
+        if meta_caps is not None and len(meta_caps) != len(captions[name]):
+            raise DatasetError(f"{root / 'metadata.json'}: shape {name!r} lists {len(meta_caps)} caption levels but "
+                               f"{cap_file} has {len(captions[name])} captions. Fix: regenerate the dataset.")
+        records.append(ShapeRecord(name, subset, points, list(captions[name]), extra, meta))
+    return records
+
+
+def iter_pairs(records: List[ShapeRecord]):
+    """Flatten records into (caption, record index, caption index): the official one-link-per-caption order."""
+    for i, rec in enumerate(records):
+        for j, cap in enumerate(rec.captions):
+            yield cap, i, j
