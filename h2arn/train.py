@@ -1,0 +1,633 @@
+"""Training H2ARN: the official recipe, with a validation split and exact resume.
+
+What is kept from the official ``train.py`` (dossier section 3): AdamW with betas (0.91, 0.9993),
+eps 1e-8; a linear warm-up over ``warmup_ratio`` of all steps then linear decay to 0, stepped
+every batch; gradient-norm clipping at 1.0; batches of *links* (caption, cloud) where several
+captions of one cloud in a batch are all positives (``pc_idx``).
+
+What is changed, and why:
+
+* **Model selection on a validation split.** The official script picks the best epoch on the
+  *test* split (three times: R@1, R@5, R@10), which makes its reported numbers optimistic.
+  Here the best epoch is the one with the highest validation Rsum; the test split is never read.
+* **Resumable checkpoints** every epoch (model, optimiser, scheduler, all RNG states, history),
+  written atomically: an interrupted run resumed with ``--resume`` ends with the same metrics as
+  an uninterrupted one (on CPU, bit for bit).
+* **metrics.json** per run: every loss term, validation recalls, learnable scalars (curvature,
+  temperatures, alphas), learning rate and wall time per epoch; written atomically each epoch.
+* Weight decay skips the learnable scalars (the official code decays log c and the temperatures).
+* No per-batch ``torch.cuda.empty_cache()``/``gc.collect()`` (the official loop does both, which
+  only slows it down).
+
+Python API: :class:`TrainConfig` and :func:`train`. CLI: ``python -m h2arn.train --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng_state, load_payload, restore_rng_state,
+                         save_model_file)
+from .device import resolve_device, seed_everything
+from .features import FeatureError, FeatureSplit, atomic_save, atomic_write_json, load_feature_splits
+
+__all__ = ["TrainConfig", "WarmupLinearDecay", "LinkBatcher", "train", "training_step", "default_links",
+           "evaluate_split", "embed_split",
+           "load_split_for_training", "check_feature_dims", "trim_padding", "data_fingerprint", "build_model", "build_loss", "main"]
+
+SELECTION_NOTE = ("best epoch = highest Rsum on the VALIDATION split; the test split is never read during "
+                  "training (the official code selects on test)")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run. Plain types only, so it round-trips through JSON and checkpoints.
+
+    ``d_txt``/``d_pcd`` of ``None`` are read from the features; explicit values must match them.
+    ``train_link``/``val_link`` empty -> the ``h2arn.extract.ensure_features(profile)`` link files.
+    """
+
+    # official flag names
+    save_model_path: str | None = None
+    checkpoint_path: str | None = None
+    d_txt: int | None = None
+    d_pcd: int | None = None
+    d_model: int = 512
+    batch_size: int = 256
+    num_epochs: int = 100
+    learning_rate: float = 2e-3
+    nhead: int = 64
+    num_layers: int = 6
+    # data
+    train_link: list = field(default_factory=list)
+    val_link: list = field(default_factory=list)
+    profile: str = "ci"
+    txt_model: str = "MiniLM"
+    pc_model: str | None = None
+    # optimisation
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    betas: tuple = (0.91, 0.9993)
+    adam_eps: float = 1e-8
+    # loss
+    loss_lambda: float = 0.2
+    loss_temp: float = 0.07
+    K: float = 0.1
+    logits: str = "distance"
+    # model variants
+    geometry: str = "hyperbolic"
+    aggregation: str = "contribution"
+    lift: str = "expmap"
+    fixed_curvature: bool = False
+    dropout: float = 0.1
+    dim_feedforward: int | None = None
+    # run
+    device: str = "auto"
+    seed: int = 0
+    amp: bool = False
+    resume: bool = False
+    run_dir: str | None = None
+    eval_batch_size: int = 512
+    num_threads: int | None = None   # torch CPU threads during the run (None = leave torch's setting)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        d["train_link"] = [str(p) for p in self.train_link]
+        d["val_link"] = [str(p) for p in self.val_link]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if "betas" in kw:
+            kw["betas"] = tuple(kw["betas"])
+        return cls(**kw)
+
+    def resolved_paths(self) -> tuple[Path, Path, Path]:
+        """(run_dir, save_model_path, checkpoint_path) with the defaults filled in."""
+        from .paths import build_dir
+
+        if self.run_dir:
+            run_dir = Path(self.run_dir)
+        elif self.save_model_path:
+            run_dir = Path(self.save_model_path).parent
+        else:
+            run_dir = build_dir() / "runs" / "default"
+        save = Path(self.save_model_path) if self.save_model_path else run_dir / "best_model.pth"
+        ckpt = Path(self.checkpoint_path) if self.checkpoint_path else run_dir / "checkpoint.pth"
+        return run_dir, save, ckpt
+
+
+# settings that must be equal for a checkpoint to be resumed (everything that changes the trajectory)
+_RESUME_KEYS = ("d_model", "batch_size", "num_epochs", "learning_rate", "nhead", "num_layers", "warmup_ratio",
+                "weight_decay", "grad_clip", "loss_lambda", "loss_temp", "K", "logits", "geometry", "aggregation",
+                "lift", "fixed_curvature", "dropout", "dim_feedforward", "seed", "amp")
+
+
+# --------------------------------------------------------------------------- schedule and batches
+
+class WarmupLinearDecay:
+    """LR multiplier: 0 -> 1 linearly over ``warmup`` steps, then 1 -> 0 linearly at ``total``.
+
+    Same shape as ``transformers.get_linear_schedule_with_warmup`` (which the official code uses),
+    without the dependency. A class rather than a lambda so ``LambdaLR.state_dict`` stores it.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int):
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return float(step) / float(max(1, self.warmup_steps))
+        return max(0.0, float(self.total_steps - step) / float(max(1, self.total_steps - self.warmup_steps)))
+
+
+class LinkBatcher:
+    """Shuffled batches of link indices; epoch ``e`` uses a generator seeded from ``(seed, e)``.
+
+    Seeding per epoch (rather than carrying one generator along) makes the order of every epoch
+    a pure function of the seed, so a resumed run sees exactly the batches the interrupted one
+    would have. No ``drop_last``: the last, smaller batch is trained on, as in the official code.
+    """
+
+    def __init__(self, num_links: int, batch_size: int, seed: int):
+        if num_links <= 0:
+            raise ValueError("no training links")
+        self.num_links, self.batch_size, self.seed = num_links, batch_size, seed
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_links / self.batch_size)
+
+    def epoch(self, epoch: int) -> list[Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.num_links, generator=g)
+        return list(order.split(self.batch_size))
+
+
+# --------------------------------------------------------------------------- data
+
+def default_links(cfg: TrainConfig, split: str) -> list[Path]:
+    """The link files of ``split`` of the profile's features (extracted first if missing)."""
+    from .extract import ensure_features, link_paths
+
+    kw = {"profile": cfg.profile, "txt_model": cfg.txt_model, "device": cfg.device}
+    if cfg.pc_model:
+        kw["pc_model"] = cfg.pc_model
+    return list(link_paths(ensure_features(**kw), split))
+
+
+def _sibling_val_links(train_links: Sequence[str | os.PathLike]) -> list[Path]:
+    out = []
+    for p in map(Path, train_links):
+        cand = p.with_name(p.name.replace("_link_train", "_link_val", 1))
+        if cand == p or not cand.is_file():
+            raise FeatureError(f"{p}: no validation link file beside it ({cand.name} not found). Model selection "
+                               "needs a validation split (the test split is never used for it). Fix: pass "
+                               "--val_link <file>, or re-extract features with a val split.")
+        out.append(cand)
+    return out
+
+
+_HASH_MEMO: dict[tuple, str] = {}
+
+
+def _file_digest(path: Path) -> str | None:
+    """blake2b of a file's content (a tensor's values for ``.pt``), memoised per (path, size, mtime)."""
+    if not path.is_file():
+        return None
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_MEMO:
+        h = hashlib.blake2b(digest_size=16)
+        obj = None
+        if path.suffix == ".pt":   # hash the tensor, not the zip: torch.save writes a random id per save
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:
+                obj = None
+        if torch.is_tensor(obj):
+            h.update(f"{tuple(obj.shape)}{obj.dtype}".encode())
+            h.update(obj.contiguous().view(torch.uint8).numpy().tobytes() if obj.numel() else b"")
+        else:
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+        _HASH_MEMO[key] = h.hexdigest()
+    return _HASH_MEMO[key]
+
+
+def data_fingerprint(links: Sequence[str | os.PathLike]) -> dict:
+    """``{file: content hash}`` for the link files and every feature/mask file they name.
+
+    Stored in ``metrics.json`` so cached runs (``h2arn.experiments.ensure_trained``) notice when
+    the features changed and retrain instead of pairing a model with data it never saw. Content
+    hashes (not modification times), so re-writing identical features does not force a retrain.
+    """
+    from .features import mask_path_for
+
+    files: set[Path] = set()
+    for link in map(Path, links):
+        files.add(link)
+        try:
+            entries = json.loads(link.read_text(encoding="utf-8"))
+            named = {e[0][0] for e in entries} | {e[1][0] for e in entries}
+        except Exception:
+            continue
+        for name in named:
+            p = Path(name)
+            p = (p if p.is_absolute() else (link.parent / p)).resolve()
+            files.update({p, mask_path_for(p)})
+    return {str(f): _file_digest(f) for f in sorted(files)}
+
+
+def check_feature_dims(split: FeatureSplit, d_txt: int | None, d_pcd: int | None, what: str) -> None:
+    """One clear error if the features' widths differ from the requested model input widths."""
+    for name, want, got, kind in (("--d_txt", d_txt, split.d_txt, "text"), ("--d_pcd", d_pcd, split.d_pcd, "point")):
+        if want is not None and want != got:
+            raise FeatureError(
+                f"{', '.join(split.sources)}: the {what} {kind} features have width {got} but {name} {want} was "
+                f"requested. Fix: pass {name} {got} (or leave it out: it is read from the features), or point "
+                f"to features extracted with the encoder the model expects.")
+
+
+def load_split_for_training(links: Sequence[str | os.PathLike], what: str) -> FeatureSplit:
+    """Load and validate one split's link files (errors name the file, see :mod:`h2arn.features`)."""
+    if not links:
+        raise FeatureError(f"no {what} link files given. Fix: pass --{what}_link <file> ...")
+    return load_feature_splits([Path(p) for p in links])
+
+
+def trim_padding(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop trailing token columns that are padding in every row of the batch: same result, less work.
+
+    Captions are padded to 77 positions but most use ~20; the model masks padding everywhere, so
+    the outputs of valid tokens do not depend on the trailing padding columns (``(B, L, D)`` ->
+    ``(B, L', D)`` with ``L'`` = last valid column + 1).
+    """
+    cols = mask.any(dim=0)
+    if bool(cols[-1]):
+        return tokens, mask
+    last = int(cols.nonzero().max()) + 1 if bool(cols.any()) else 1
+    return tokens[:, :last], mask[:, :last]
+
+
+# --------------------------------------------------------------------------- model / loss
+
+def build_model(cfg: TrainConfig, d_txt: int, d_pcd: int):
+    """The H2ARN (or ablation) model described by ``cfg``."""
+    from .model import H2ARN, ModelConfig
+
+    kw = dict(d_txt=d_txt, d_pcd=d_pcd, d_model=cfg.d_model, nhead=cfg.nhead, num_layers=cfg.num_layers,
+              dim_feedforward=cfg.dim_feedforward, dropout=cfg.dropout, geometry=cfg.geometry,
+              aggregation=cfg.aggregation, lift=cfg.lift, learn_curvature=not cfg.fixed_curvature)
+    return H2ARN(ModelConfig(**kw))
+
+
+def build_loss(cfg: TrainConfig):
+    from .losses import H2ARNLoss
+    from .model import LossConfig
+
+    return H2ARNLoss(LossConfig(tau=cfg.loss_temp, cone_weight=cfg.loss_lambda, K=cfg.K, logits=cfg.logits))
+
+
+def _loss_config_dict(criterion) -> dict:
+    conf = getattr(criterion, "config", None) or getattr(criterion, "cfg", None)
+    if conf is not None and hasattr(conf, "to_dict"):
+        return dict(conf.to_dict())
+    if conf is not None and hasattr(conf, "__dataclass_fields__"):
+        return asdict(conf)
+    return {}
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def embed_split(model, split: FeatureSplit, device: torch.device, batch_size: int = 512,
+                amp: bool = False) -> tuple[Tensor, Tensor]:
+    """Embed every caption and every cloud of a split once: ``(N_txt, E)``, ``(N_pc, E)`` (float32).
+
+    Each sample is encoded once (the official ``recall.get_sim`` re-runs both encoders for every
+    50 x 50 block of the similarity matrix).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        t_parts, p_parts = [], []
+        for s in range(0, split.num_texts, batch_size):
+            tok, msk = trim_padding(split.txt[s:s + batch_size], split.txt_mask[s:s + batch_size])
+            with _autocast(device, amp):
+                t = model.encode_text(tok.to(device), msk.to(device))
+            t_parts.append(t.float())
+        for s in range(0, split.num_clouds, batch_size):
+            tok, msk = trim_padding(split.pc[s:s + batch_size], split.pc_mask[s:s + batch_size])
+            with _autocast(device, amp):
+                p = model.encode_cloud(tok.to(device), msk.to(device))
+            p_parts.append(p.float())
+        return torch.cat(t_parts), torch.cat(p_parts)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def evaluate_split(model, split: FeatureSplit, device: torch.device, batch_size: int = 512,
+                   amp: bool = False) -> dict:
+    """Retrieval metrics on the full similarity matrix (texts x clouds) of one split."""
+    from .metrics import retrieval_metrics
+
+    t, p = embed_split(model, split, device, batch_size, amp)
+    sim = model.similarity(t, p).float().cpu()
+    return {k: float(v) for k, v in retrieval_metrics(sim, split.txt_to_pc.cpu()).items()}
+
+
+def _scalars(model) -> dict:
+    out = {}
+    for k, v in model.scalars().items():
+        out[k] = float(v.detach().float().item()) if torch.is_tensor(v) else float(v)
+    return out
+
+
+# --------------------------------------------------------------------------- training
+
+def training_step(model, criterion, optimizer, scheduler, txt: Tensor, txt_mask: Tensor, pc: Tensor,
+                  pc_mask: Tensor, pc_idx: Tensor, *, grad_clip: float = 1.0, amp: bool = False,
+                  where: str = "") -> tuple[Tensor, dict, Tensor]:
+    """One optimisation step on a batch of links: ``(loss, named terms, grad norm before clipping)``.
+
+    txt ``(B, L_t, D_t)``, pc ``(B, L_p, D_p)`` (row k = the cloud of link k), pc_idx ``(B,)`` cloud ids
+    (equal ids = positives). Encoders run under bf16 autocast when ``amp`` on CUDA; the model keeps
+    its geometry and the loss in float32.
+    """
+    device = txt.device
+    with _autocast(device, amp):
+        t_emb, p_emb = model(txt, txt_mask, pc, pc_mask)
+    loss, terms = criterion(model, t_emb.float(), p_emb.float(), pc_idx)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"non-finite loss ({loss.item()}) at {where or 'this step'} ({terms}). Fix: lower --learning_rate, "
+            "drop --amp, or check the features for outliers.")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    model.project_parameters_()
+    scheduler.step()
+    return loss.detach(), terms, gn
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        tqdm.write(msg)
+
+
+def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None, quiet: bool = False,
+          on_epoch_end: Callable[[dict], None] | None = None) -> dict:
+    """Train one model; return ``{"run_dir", "best_model_path", "checkpoint_path", "metrics_path", "best", "history"}``.
+
+    ``stop_after_epoch`` ends the run after that epoch (as an interruption would; the checkpoint
+    is complete) so resume can be tested and long runs split. ``on_epoch_end`` gets each epoch's
+    record (used by notebooks for live plots). ``cfg.num_threads`` is applied for the run only:
+    small models on a shared CPU run several times faster on one thread than on oversubscribed ones.
+    """
+    threads_before = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train(cfg, stop_after_epoch=stop_after_epoch, quiet=quiet, on_epoch_end=on_epoch_end)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
+           on_epoch_end: Callable[[dict], None] | None) -> dict:
+    if not cfg.train_link:
+        cfg.train_link = [str(p) for p in default_links(cfg, "train")]
+        if not cfg.val_link:
+            cfg.val_link = [str(p) for p in default_links(cfg, "val")]
+    elif not cfg.val_link:
+        cfg.val_link = [str(p) for p in _sibling_val_links(cfg.train_link)]
+    device = resolve_device(cfg.device)
+    run_dir, save_path, ckpt_path = cfg.resolved_paths()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.json"
+
+    fingerprint = data_fingerprint(list(cfg.train_link) + list(cfg.val_link))
+    train_split = load_split_for_training(cfg.train_link, "train")
+    val_split = load_split_for_training(cfg.val_link, "val")
+    check_feature_dims(train_split, cfg.d_txt, cfg.d_pcd, "training")
+    check_feature_dims(val_split, train_split.d_txt, train_split.d_pcd, "validation")
+    if cfg.amp and device.type != "cuda":
+        _log(f"--amp: bf16 autocast is only used on CUDA; training in float32 on {device}.", quiet)
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg, train_split.d_txt, train_split.d_pcd).to(device)
+    criterion = build_loss(cfg)
+    optimizer = torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.learning_rate,
+                                  betas=tuple(cfg.betas), eps=cfg.adam_eps)
+    batcher = LinkBatcher(train_split.num_texts, cfg.batch_size, cfg.seed)
+    total_steps = len(batcher) * cfg.num_epochs
+    schedule = WarmupLinearDecay(total_steps, int(cfg.warmup_ratio * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    history: list[dict] = []
+    steps: list[dict] = []
+    best = {"epoch": None, "val_rsum": -math.inf, "val": {}}
+    start_epoch = 1
+    wall_before = 0.0
+    if cfg.resume and ckpt_path.exists():
+        ck = load_payload(ckpt_path, expect=CHECKPOINT_FORMAT, what="training checkpoint")
+        stored = ck.get("train_config", {})
+        diffs = [k for k in _RESUME_KEYS if k in stored and stored[k] != getattr(cfg, k)]
+        if diffs:
+            raise CheckpointError(f"{ckpt_path}: cannot resume, these settings differ from the checkpoint's: "
+                                  + ", ".join(f"{k} ({stored[k]!r} vs {getattr(cfg, k)!r})" for k in diffs)
+                                  + ". Fix: resume with the original flags, or drop --resume to start afresh.")
+        try:
+            model.load_state_dict(ck["state_dict"], strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{ckpt_path}: weights do not fit this model ({str(exc)[:300]}). Fix: resume "
+                                  "with the original flags or drop --resume.") from exc
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        restore_rng_state(ck["rng"])
+        history, steps = list(ck["history"]), list(ck.get("steps", []))
+        best = dict(ck["best"])
+        start_epoch = int(ck["epoch"]) + 1
+        wall_before = float(history[-1]["wall_s"]) if history else 0.0
+        _log(f"resumed from {ckpt_path} after epoch {ck['epoch']} (best val Rsum so far "
+             f"{best['val_rsum']:.2f} at epoch {best['epoch']})", quiet)
+    elif cfg.resume:
+        _log(f"--resume: no checkpoint at {ckpt_path}; starting from scratch.", quiet)
+
+    train_txt, train_txt_mask = train_split.txt.to(device), train_split.txt_mask.to(device)
+    train_pc, train_pc_mask = train_split.pc.to(device), train_split.pc_mask.to(device)
+    txt_to_pc = train_split.txt_to_pc.to(device)
+    loss_cfg = _loss_config_dict(criterion)
+    n_params = sum(p.numel() for p in model.parameters())
+    _log(f"training on {device}: {train_split.num_texts} train links / {train_split.num_clouds} clouds, "
+         f"{val_split.num_texts} val links / {val_split.num_clouds} clouds, {n_params:,} parameters, "
+         f"{cfg.num_epochs} epochs x {len(batcher)} steps. Model selection: {SELECTION_NOTE}.", quiet)
+
+    def write_metrics(complete: bool) -> None:
+        atomic_write_json({
+            "format": "h2arn-metrics", "complete": complete, "config": cfg.to_dict(),
+            "model_config": dict(model.config.to_dict()), "loss_config": loss_cfg,
+            "device": str(device), "torch": torch.__version__, "machine": platform.platform(),
+            "cpu_threads": torch.get_num_threads(), "num_parameters": n_params,
+            "data": {"train_links": train_split.num_texts, "train_clouds": train_split.num_clouds,
+                     "val_links": val_split.num_texts, "val_clouds": val_split.num_clouds,
+                     "train_sources": train_split.sources, "val_sources": val_split.sources,
+                     "fingerprint": fingerprint},
+            "selection": {"split": "val", "metric": "rsum", "note": SELECTION_NOTE},
+            "best": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in best.items()},
+            "epochs": history, "steps": steps,
+            "wall_s": history[-1]["wall_s"] if history else 0.0,
+        }, metrics_path, indent=1)
+
+    stop_at = cfg.num_epochs if stop_after_epoch is None else min(cfg.num_epochs, stop_after_epoch)
+    epochs_bar = tqdm(range(start_epoch, stop_at + 1), desc="epochs", disable=True if quiet else None,
+                      initial=start_epoch - 1, total=cfg.num_epochs)
+    t_start = time.perf_counter()
+    for epoch in epochs_bar:
+        model.train()
+        t_epoch = time.perf_counter()
+        sums: dict[str, float] = {}
+        n_batches, grad_norms = 0, []
+        for idx in tqdm(batcher.epoch(epoch), desc=f"epoch {epoch}", leave=False, disable=True if quiet else None):
+            idx = idx.to(device)
+            pc_idx = txt_to_pc[idx]
+            txt, txt_mask = trim_padding(train_txt[idx], train_txt_mask[idx])
+            pc, pc_mask = trim_padding(train_pc[pc_idx], train_pc_mask[pc_idx])
+            loss, terms, gn = training_step(model, criterion, optimizer, scheduler, txt, txt_mask, pc, pc_mask, pc_idx,
+                                            grad_clip=cfg.grad_clip, amp=cfg.amp,
+                                            where=f"epoch {epoch}, step {n_batches + 1}")
+            n_batches += 1
+            grad_norms.append(float(gn))
+            record = {k: float(v) for k, v in terms.items()}
+            for k, v in record.items():
+                sums[k] = sums.get(k, 0.0) + v
+            steps.append({"step": len(steps) + 1, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **record})
+        val = evaluate_split(model, val_split, device, cfg.eval_batch_size, cfg.amp)
+        epoch_s = time.perf_counter() - t_epoch
+        rec = {"epoch": epoch, "loss": {k: v / n_batches for k, v in sums.items()}, "val": val,
+               "scalars": _scalars(model), "lr": scheduler.get_last_lr()[0],
+               "grad_norm_mean": sum(grad_norms) / len(grad_norms), "epoch_s": epoch_s,
+               "wall_s": wall_before + (time.perf_counter() - t_start),
+               "pairs_per_s": train_split.num_texts / epoch_s}
+        history.append(rec)
+        improved = val["rsum"] > best["val_rsum"]
+        if improved:
+            best = {"epoch": epoch, "val_rsum": val["rsum"], "val": val}
+            save_model_file(save_path, model, loss_config=loss_cfg, epoch=epoch, val_metrics=val,
+                            train_config=cfg.to_dict())
+        atomic_save({
+            "format": CHECKPOINT_FORMAT, "version": 1, "model_config": dict(model.config.to_dict()),
+            "loss_config": loss_cfg, "train_config": cfg.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": capture_rng_state(), "epoch": epoch, "best": best, "history": history, "steps": steps,
+            "val_metrics": val,
+        }, ckpt_path)
+        write_metrics(complete=epoch == cfg.num_epochs)
+        _log(f"epoch {epoch:3d}/{cfg.num_epochs}  loss {rec['loss']['loss']:.4f}  val R@1 t2p "
+             f"{val.get('t2p_R@1', float('nan')):.1f} p2t {val.get('p2t_R@1', float('nan')):.1f}  val Rsum "
+             f"{val['rsum']:.2f}{'  *best (val)' if improved else ''}  c={rec['scalars'].get('curvature', float('nan')):.3f}"
+             f"  {epoch_s:.1f}s", quiet)
+        if on_epoch_end is not None:
+            on_epoch_end(rec)
+    epochs_bar.close()
+    if not history:
+        raise CheckpointError(f"{ckpt_path}: nothing to do (start epoch {start_epoch} > {stop_at}).")
+    if history and history[-1]["epoch"] == cfg.num_epochs:
+        write_metrics(complete=True)
+    _log(f"best epoch {best['epoch']} (val Rsum {best['val_rsum']:.2f}) saved to {save_path}; "
+         f"metrics in {metrics_path}", quiet)
+    return {"run_dir": run_dir, "best_model_path": save_path, "checkpoint_path": ckpt_path,
+            "metrics_path": metrics_path, "best": best, "history": history}
+
+
+# --------------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    ap = argparse.ArgumentParser(prog="python -m h2arn.train", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--save_model_path", default=None, help="best model file (default: <run_dir>/best_model.pth)")
+    ap.add_argument("--checkpoint_path", default=None, help="resumable checkpoint (default: <run_dir>/checkpoint.pth)")
+    ap.add_argument("--run_dir", default=None, help="folder for metrics.json and the default model/checkpoint files")
+    ap.add_argument("--d_txt", type=int, default=None, help="text feature width (default: read from the features)")
+    ap.add_argument("--d_pcd", type=int, default=None, help="point feature width (default: read from the features)")
+    ap.add_argument("--d_model", type=int, default=d.d_model)
+    ap.add_argument("--batch_size", type=int, default=d.batch_size)
+    ap.add_argument("--num_epochs", type=int, default=d.num_epochs)
+    ap.add_argument("--learning_rate", type=float, default=d.learning_rate)
+    ap.add_argument("--nhead", type=int, default=d.nhead)
+    ap.add_argument("--num_layers", type=int, default=d.num_layers)
+    ap.add_argument("--dim_feedforward", type=int, default=None, help="FFN width (default 4 x d_model)")
+    ap.add_argument("--dropout", type=float, default=d.dropout)
+    ap.add_argument("--train_link", nargs="+", default=[], help="training link file(s) (default: ensure_features)")
+    ap.add_argument("--val_link", nargs="+", default=[],
+                    help="validation link file(s) for model selection (default: *_link_val.json beside --train_link)")
+    ap.add_argument("--profile", default=d.profile, help="feature profile used when no link files are given")
+    ap.add_argument("--txt_model", default=d.txt_model, help="text encoder of the default features")
+    ap.add_argument("--pc_model", default=None, help="point encoder of the default features")
+    ap.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (geometry stays fp32 in the model)")
+    ap.add_argument("--resume", action="store_true", help="continue from --checkpoint_path if it exists")
+    ap.add_argument("--warmup_ratio", type=float, default=d.warmup_ratio)
+    ap.add_argument("--weight_decay", type=float, default=d.weight_decay)
+    ap.add_argument("--grad_clip", type=float, default=d.grad_clip)
+    ap.add_argument("--loss_lambda", type=float, default=d.loss_lambda, help="weight of the entailment-cone loss")
+    ap.add_argument("--loss_temp", type=float, default=d.loss_temp, help="InfoNCE temperature tau (fixed)")
+    ap.add_argument("--K", type=float, default=d.K, help="cone aperture constant")
+    ap.add_argument("--logits", default=d.logits, choices=["distance", "inner"])
+    ap.add_argument("--geometry", default=d.geometry, choices=["hyperbolic", "euclidean"])
+    ap.add_argument("--aggregation", default=d.aggregation, choices=["contribution", "mean"])
+    ap.add_argument("--lift", default=d.lift, choices=["expmap", "official"])
+    ap.add_argument("--fixed_curvature", action="store_true", help="keep c = 1 fixed (ablation)")
+    ap.add_argument("--eval_batch_size", type=int, default=d.eval_batch_size)
+    ap.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--quiet", action="store_true")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    kw = {k: v for k, v in vars(args).items() if k != "quiet"}
+    cfg = TrainConfig.from_dict(kw)
+    try:
+        result = train(cfg, quiet=args.quiet)
+    except (FeatureError, CheckpointError, FloatingPointError, RuntimeError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"best_model_path": str(result["best_model_path"]), "best_epoch": result["best"]["epoch"],
+                      "best_val_rsum": result["best"]["val_rsum"], "metrics": str(result["metrics_path"])}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
