@@ -28,6 +28,7 @@ Every model is selected on the validation split and evaluated once on the test s
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -95,9 +96,17 @@ _IDENTITY_SKIP = {"device", "resume", "run_dir", "save_model_path", "checkpoint_
                   "num_threads"}
 
 
-def run_dir_for(profile: str, variant: str = "h2arn", seed: int = 0) -> Path:
-    """``build/runs/<profile>/<variant>-s<seed>``."""
-    return build_dir() / "runs" / profile / f"{variant}-s{seed}"
+def run_dir_for(profile: str, variant: str = "h2arn", seed: int = 0, overrides: dict | None = None) -> Path:
+    """``build/runs/<profile>/<variant>-s<seed>[-<hash of overrides>]``.
+
+    Runs with different overrides (e.g. a cone aperture study) get their own folders, so studies
+    never evict the default run that other chapters reuse.
+    """
+    name = f"{variant}-s{seed}"
+    if overrides:
+        digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        name += f"-{digest}"
+    return build_dir() / "runs" / profile / name
 
 
 def config_for(profile: str, variant: str = "h2arn", seed: int = 0, device: str = "auto",
@@ -111,7 +120,7 @@ def config_for(profile: str, variant: str = "h2arn", seed: int = 0, device: str 
     kw.update(VARIANTS[variant])
     kw.update(overrides)
     kw.update(profile=FEATURE_PROFILE[profile], seed=seed, device=device,
-              run_dir=str(run_dir_for(profile, variant, seed)), resume=True)
+              run_dir=str(run_dir_for(profile, variant, seed, overrides)), resume=True)
     return TrainConfig(**kw)
 
 

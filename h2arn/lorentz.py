@@ -243,24 +243,45 @@ def pairwise_dist(x: Tensor, y: Tensor, c: Curvature) -> Tensor:
     ``z = -c<x,y>_L`` comes straight out of the GEMM (the sign flip and ``-c`` are folded into x).
     With autograd, ``d = 2/sqrt(c) * asinh(sqrt((z-1)/2))`` (the identity ``cosh t = 1 + 2 sinh^2(t/2)``)
     keeps the gradient finite where ``z = 1``. Without autograd (retrieval, evaluation) the result is
-    ``log(z + sqrt(z^2 - 1)) / sqrt(c)`` computed in place, because ``log`` and ``sqrt`` are vectorised
-    on CPU and ``asinh`` is not: the cost is one GEMM plus a few memory passes
-    (``benchmarks/bench_lorentz.py``). ``c`` must be a scalar. Accuracy for *very* close pairs is
+    ``log(z + sqrt(z^2 - 1)) / sqrt(c)``, computed in place on row blocks of the GEMM output while they
+    are still in cache (``log`` and ``sqrt`` are vectorised on CPU, ``asinh`` is not): the cost is close
+    to the GEMM alone (``benchmarks/bench_lorentz.py``). ``c`` must be a scalar. Accuracy for *very* close pairs is
     limited by cancellation inside the inner product (error ~ eps * c * x_0 * y_0); use :func:`dist` there.
     """
     c_t = torch.as_tensor(c, dtype=x.dtype, device=x.device)
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or c_t.requires_grad)
-    if c_t.dim() == 0 and not needs_grad:
-        c_val = float(c_t)
-        x_scaled = torch.cat([x[..., :1] * c_val, x[..., 1:] * -c_val], dim=-1)
-        z = (x_scaled @ y.transpose(-1, -2)).clamp_min_(1.0)
-        out = torch.addcmul(torch.full((1,), -1.0, dtype=z.dtype, device=z.device), z, z)
-        out.sqrt_().add_(z).log_()
-        return out if c_val == 1.0 else out.mul_(1.0 / math.sqrt(c_val))
+    if c_t.dim() == 0 and not needs_grad and x.dim() == 2 and y.dim() == 2:
+        return _pairwise_dist_inference(x, y, float(c_t))
     x_signed = torch.cat([-x[..., :1], x[..., 1:]], dim=-1)
     z = -c_t * (x_signed @ y.transpose(-1, -2)) - 1.0
     z = z.clamp_min(_tiny(x.dtype))
     return 2.0 / c_t.sqrt() * torch.asinh(torch.sqrt(0.5 * z))
+
+
+_BLOCK_ELEMENTS = 1 << 22   # ~16 MB of float32 per row block: the elementwise passes stay in cache
+
+
+def _pairwise_dist_inference(x: Tensor, y: Tensor, c: float) -> Tensor:
+    """No-autograd :func:`pairwise_dist`: row blocks of ``z = -c<x,y>_L`` from the GEMM, then
+    ``log(z + sqrt(z^2 - 1)) / sqrt(c)`` in place while the block is still in cache."""
+    n, m = x.shape[0], y.shape[0]
+    x_scaled = torch.cat([x[:, :1] * c, x[:, 1:] * -c], dim=-1)   # x_scaled @ y^T = -c<x,y>_L
+    y_t = y.transpose(0, 1)
+    out = torch.empty(n, m, dtype=x.dtype, device=x.device)
+    rows = max(1, min(n, _BLOCK_ELEMENTS // max(m, 1)))
+    scratch = torch.empty(rows, m, dtype=x.dtype, device=x.device)
+    minus_one = torch.full((1,), -1.0, dtype=x.dtype, device=x.device)
+    inv_sqrt_c = 1.0 / math.sqrt(c)
+    for start in range(0, n, rows):
+        z = out[start:start + rows]
+        torch.mm(x_scaled[start:start + rows], y_t, out=z)
+        z.clamp_min_(1.0)
+        root = scratch[: z.shape[0]]
+        torch.addcmul(minus_one, z, z, out=root)
+        z.add_(root.sqrt_()).log_()
+        if c != 1.0:
+            z.mul_(inv_sqrt_c)
+    return out
 
 
 # --------------------------------------------------------------------------- Poincaré ball
