@@ -16,6 +16,9 @@ What is changed, and why:
 * **metrics.json** per run: every loss term, validation recalls, learnable scalars (curvature,
   temperatures, alphas), learning rate and wall time per epoch; written atomically each epoch.
 * Weight decay skips the learnable scalars (the official code decays log c and the temperatures).
+* **Several GPUs** with ``torchrun --nproc_per_node=N -m h2arn.train``: DDP, negatives gathered
+  from every rank, ``--batch_size`` is the global batch, rank 0 writes and evaluates; the run
+  follows the single-process one (``h2arn.distributed``, ``docs/distributed.md``).
 * No per-batch ``torch.cuda.empty_cache()``/``gc.collect()`` (the official loop does both, which
   only slows it down).
 
@@ -43,6 +46,9 @@ from tqdm.auto import tqdm
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng_state, load_payload, restore_rng_state,
                          save_model_file)
 from .device import resolve_device, seed_everything
+from .distributed import (DistContext, GatheredLoss, all_gather_object, broadcast_object, check_batches_fit,
+                          cleanup_distributed, launched_distributed, main_process_first, setup_distributed,
+                          shard_batch, unwrap, wrap_ddp)
 from .features import FeatureError, FeatureSplit, atomic_save, atomic_write_json, load_feature_splits
 
 __all__ = ["TrainConfig", "WarmupLinearDecay", "LinkBatcher", "train", "training_step", "default_links",
@@ -384,7 +390,7 @@ def training_step(model, criterion, optimizer, scheduler, txt: Tensor, txt_mask:
     device = txt.device
     with _autocast(device, amp):
         t_emb, p_emb = model(txt, txt_mask, pc, pc_mask)
-    loss, terms = criterion(model, t_emb.float(), p_emb.float(), pc_idx)
+    loss, terms = criterion(unwrap(model), t_emb.float(), p_emb.float(), pc_idx)
     if not torch.isfinite(loss):
         raise FloatingPointError(
             f"non-finite loss ({loss.item()}) at {where or 'this step'} ({terms}). Fix: lower --learning_rate, "
@@ -393,7 +399,7 @@ def training_step(model, criterion, optimizer, scheduler, txt: Tensor, txt_mask:
     loss.backward()
     gn = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    model.project_parameters_()
+    unwrap(model).project_parameters_()
     scheduler.step()
     return loss.detach(), terms, gn
 
@@ -415,21 +421,30 @@ def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None, quiet: bool 
     threads_before = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    dist_ctx = DistContext()
     try:
-        return _train(cfg, stop_after_epoch=stop_after_epoch, quiet=quiet, on_epoch_end=on_epoch_end)
+        if launched_distributed():  # started by torchrun with several processes: join their group
+            dist_ctx = setup_distributed(cfg.device)
+        return _train(cfg, stop_after_epoch=stop_after_epoch, quiet=quiet, on_epoch_end=on_epoch_end,
+                      dist_ctx=dist_ctx)
     finally:
+        cleanup_distributed(dist_ctx)
         torch.set_num_threads(threads_before)
 
 
 def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
-           on_epoch_end: Callable[[dict], None] | None) -> dict:
+           on_epoch_end: Callable[[dict], None] | None, dist_ctx: DistContext) -> dict:
+    # multi-process (torchrun): rank 0 alone prints, writes files and evaluates; see docs/distributed.md
+    distributed, is_main = dist_ctx.active, dist_ctx.is_main
+    quiet = quiet or not is_main
     if not cfg.train_link:
-        cfg.train_link = [str(p) for p in default_links(cfg, "train")]
-        if not cfg.val_link:
-            cfg.val_link = [str(p) for p in default_links(cfg, "val")]
+        with main_process_first():        # rank 0 builds/extracts the default features, the others reuse them
+            cfg.train_link = [str(p) for p in default_links(cfg, "train")]
+            if not cfg.val_link:
+                cfg.val_link = [str(p) for p in default_links(cfg, "val")]
     elif not cfg.val_link:
         cfg.val_link = [str(p) for p in _sibling_val_links(cfg.train_link)]
-    device = resolve_device(cfg.device)
+    device = dist_ctx.device if distributed else resolve_device(cfg.device)
     run_dir, save_path, ckpt_path = cfg.resolved_paths()
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.json"
@@ -448,6 +463,9 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
     optimizer = torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.learning_rate,
                                   betas=tuple(cfg.betas), eps=cfg.adam_eps)
     batcher = LinkBatcher(train_split.num_texts, cfg.batch_size, cfg.seed)
+    if distributed:  # --batch_size is the GLOBAL batch; each rank encodes its slice of it
+        check_batches_fit([len(b) for b in batcher.epoch(1)], dist_ctx.world_size, "--batch_size")
+        criterion = GatheredLoss(criterion)
     total_steps = len(batcher) * cfg.num_epochs
     schedule = WarmupLinearDecay(total_steps, int(cfg.warmup_ratio * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -472,7 +490,8 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
                                   "with the original flags or drop --resume.") from exc
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
-        restore_rng_state(ck["rng"])
+        rng_ranks = ck.get("rng_ranks") or []
+        restore_rng_state(rng_ranks[dist_ctx.rank] if len(rng_ranks) == dist_ctx.world_size else ck["rng"])
         history, steps = list(ck["history"]), list(ck.get("steps", []))
         best = dict(ck["best"])
         start_epoch = int(ck["epoch"]) + 1
@@ -481,6 +500,9 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
              f"{best['val_rsum']:.2f} at epoch {best['epoch']})", quiet)
     elif cfg.resume:
         _log(f"--resume: no checkpoint at {ckpt_path}; starting from scratch.", quiet)
+    if distributed and not (cfg.resume and ckpt_path.exists()) and dist_ctx.rank > 0:
+        torch.manual_seed(cfg.seed * 1_000_003 + dist_ctx.rank)   # own dropout stream per rank
+    train_model = wrap_ddp(model, dist_ctx)   # = model in single-process runs
 
     train_txt, train_txt_mask = train_split.txt.to(device), train_split.txt_mask.to(device)
     train_pc, train_pc_mask = train_split.pc.to(device), train_split.pc_mask.to(device)
@@ -492,7 +514,9 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
          f"{cfg.num_epochs} epochs x {len(batcher)} steps. Model selection: {SELECTION_NOTE}.", quiet)
 
     def write_metrics(complete: bool) -> None:
-        atomic_write_json({
+        if not is_main:
+            return
+        payload = {
             "format": "h2arn-metrics", "complete": complete, "config": cfg.to_dict(),
             "model_config": dict(model.config.to_dict()), "loss_config": loss_cfg,
             "device": str(device), "torch": torch.__version__, "machine": platform.platform(),
@@ -505,7 +529,10 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
             "best": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in best.items()},
             "epochs": history, "steps": steps,
             "wall_s": history[-1]["wall_s"] if history else 0.0,
-        }, metrics_path, indent=1)
+        }
+        if distributed:
+            payload["distributed"] = {"world_size": dist_ctx.world_size, "backend": dist_ctx.backend}
+        atomic_write_json(payload, metrics_path, indent=1)
 
     stop_at = cfg.num_epochs if stop_after_epoch is None else min(cfg.num_epochs, stop_after_epoch)
     epochs_bar = tqdm(range(start_epoch, stop_at + 1), desc="epochs", disable=True if quiet else None,
@@ -517,11 +544,13 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
         sums: dict[str, float] = {}
         n_batches, grad_norms = 0, []
         for idx in tqdm(batcher.epoch(epoch), desc=f"epoch {epoch}", leave=False, disable=True if quiet else None):
+            if distributed:
+                idx = shard_batch(idx, dist_ctx.rank, dist_ctx.world_size)
             idx = idx.to(device)
             pc_idx = txt_to_pc[idx]
             txt, txt_mask = trim_padding(train_txt[idx], train_txt_mask[idx])
             pc, pc_mask = trim_padding(train_pc[pc_idx], train_pc_mask[pc_idx])
-            loss, terms, gn = training_step(model, criterion, optimizer, scheduler, txt, txt_mask, pc, pc_mask, pc_idx,
+            loss, terms, gn = training_step(train_model, criterion, optimizer, scheduler, txt, txt_mask, pc, pc_mask, pc_idx,
                                             grad_clip=cfg.grad_clip, amp=cfg.amp,
                                             where=f"epoch {epoch}, step {n_batches + 1}")
             n_batches += 1
@@ -530,7 +559,8 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
             for k, v in record.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps.append({"step": len(steps) + 1, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **record})
-        val = evaluate_split(model, val_split, device, cfg.eval_batch_size, cfg.amp)
+        val = evaluate_split(model, val_split, device, cfg.eval_batch_size, cfg.amp) if is_main else None
+        val = broadcast_object(val)   # the other ranks wait here for rank 0's validation
         epoch_s = time.perf_counter() - t_epoch
         rec = {"epoch": epoch, "loss": {k: v / n_batches for k, v in sums.items()}, "val": val,
                "scalars": _scalars(model), "lr": scheduler.get_last_lr()[0],
@@ -541,16 +571,22 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
         improved = val["rsum"] > best["val_rsum"]
         if improved:
             best = {"epoch": epoch, "val_rsum": val["rsum"], "val": val}
+        if improved and is_main:
             save_model_file(save_path, model, loss_config=loss_cfg, epoch=epoch, val_metrics=val,
                             train_config=cfg.to_dict())
-        atomic_save({
+        rng_ranks = all_gather_object(capture_rng_state()) if distributed else None
+        checkpoint = {
             "format": CHECKPOINT_FORMAT, "version": 1, "model_config": dict(model.config.to_dict()),
             "loss_config": loss_cfg, "train_config": cfg.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "rng": capture_rng_state(), "epoch": epoch, "best": best, "history": history, "steps": steps,
             "val_metrics": val,
-        }, ckpt_path)
+        }
+        if rng_ranks is not None:
+            checkpoint["rng_ranks"] = rng_ranks
+        if is_main:
+            atomic_save(checkpoint, ckpt_path)
         write_metrics(complete=epoch == cfg.num_epochs)
         _log(f"epoch {epoch:3d}/{cfg.num_epochs}  loss {rec['loss']['loss']:.4f}  val R@1 t2p "
              f"{val.get('t2p_R@1', float('nan')):.1f} p2t {val.get('p2t_R@1', float('nan')):.1f}  val Rsum "
@@ -559,6 +595,8 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
         if on_epoch_end is not None:
             on_epoch_end(rec)
     epochs_bar.close()
+    if distributed:
+        broadcast_object(None)   # barrier: every file of rank 0 is complete before any rank returns
     if not history:
         raise CheckpointError(f"{ckpt_path}: nothing to do (start epoch {start_epoch} > {stop_at}).")
     if history and history[-1]["epoch"] == cfg.num_epochs:
@@ -581,7 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--d_txt", type=int, default=None, help="text feature width (default: read from the features)")
     ap.add_argument("--d_pcd", type=int, default=None, help="point feature width (default: read from the features)")
     ap.add_argument("--d_model", type=int, default=d.d_model)
-    ap.add_argument("--batch_size", type=int, default=d.batch_size)
+    ap.add_argument("--batch_size", type=int, default=d.batch_size,
+                    help="GLOBAL batch of links (under torchrun it is split over the processes)")
     ap.add_argument("--num_epochs", type=int, default=d.num_epochs)
     ap.add_argument("--learning_rate", type=float, default=d.learning_rate)
     ap.add_argument("--nhead", type=int, default=d.nhead)
@@ -624,6 +663,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FeatureError, CheckpointError, FloatingPointError, RuntimeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return 0
     print(json.dumps({"best_model_path": str(result["best_model_path"]), "best_epoch": result["best"]["epoch"],
                       "best_val_rsum": result["best"]["val_rsum"], "metrics": str(result["metrics_path"])}))
     return 0
