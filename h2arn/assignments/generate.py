@@ -24,7 +24,7 @@ import copy
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import nbformat
 
@@ -115,16 +115,21 @@ def stub_source(source: str, where: str = "<cell>") -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def exercise_calls(nb: Any, nb_name: str = "<notebook>") -> list[ExerciseCall]:
-    """All ``check("name", fn)`` calls in the notebook's code cells (statically, without running anything)."""
-    calls = []
+def _parsed_code_cells(nb: Any) -> Iterator[tuple[int, ast.Module]]:
+    """(cell index, syntax tree) of every code cell that parses as Python (magics etc. are skipped)."""
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
         try:
-            tree = ast.parse(_source(cell))
+            yield i, ast.parse(_source(cell))
         except SyntaxError:
-            continue        # magics etc.: not our business here
+            continue
+
+
+def exercise_calls(nb: Any, nb_name: str = "<notebook>") -> list[ExerciseCall]:
+    """All ``check("name", fn)`` calls in the notebook's code cells (statically, without running anything)."""
+    calls = []
+    for i, tree in _parsed_code_cells(nb):
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)) and \
                     (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "check" and \
@@ -254,13 +259,7 @@ def load_functions(nb: Any, tag: str, nb_name: str = "<notebook>") -> dict[str, 
     notebook's heavy cells. Returns ``{function name: function}``.
     """
     namespace: dict[str, Any] = {"__name__": "__exercise__"}
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        try:
-            tree = ast.parse(_source(cell))
-        except SyntaxError:
-            continue
+    for i, tree in _parsed_code_cells(nb):
         imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
         if imports:
             code = compile(ast.Module(body=imports, type_ignores=[]), f"<{nb_name} cell {i} imports>", "exec")
