@@ -100,6 +100,8 @@ class TrainConfig:
     aggregation: str = "contribution"
     lift: str = "expmap"
     fixed_curvature: bool = False
+    curv_init: float = 1.0          # initial (or, with fixed_curvature, the fixed) curvature c
+    agg_temp_init: float = 0.07     # initial aggregation temperature T (the paper's code: 0.07)
     dropout: float = 0.1
     dim_feedforward: int | None = None
     # run
@@ -144,7 +146,8 @@ class TrainConfig:
 # settings that must be equal for a checkpoint to be resumed (everything that changes the trajectory)
 _RESUME_KEYS = ("d_model", "batch_size", "num_epochs", "learning_rate", "nhead", "num_layers", "warmup_ratio",
                 "weight_decay", "grad_clip", "loss_lambda", "loss_temp", "K", "logits", "geometry", "aggregation",
-                "lift", "fixed_curvature", "dropout", "dim_feedforward", "seed", "amp")
+                "lift", "fixed_curvature", "curv_init", "agg_temp_init", "dropout", "dim_feedforward", "seed",
+                "amp")
 
 
 # --------------------------------------------------------------------------- schedule and batches
@@ -303,7 +306,8 @@ def build_model(cfg: TrainConfig, d_txt: int, d_pcd: int):
 
     kw = dict(d_txt=d_txt, d_pcd=d_pcd, d_model=cfg.d_model, nhead=cfg.nhead, num_layers=cfg.num_layers,
               dim_feedforward=cfg.dim_feedforward, dropout=cfg.dropout, geometry=cfg.geometry,
-              aggregation=cfg.aggregation, lift=cfg.lift, learn_curvature=not cfg.fixed_curvature)
+              aggregation=cfg.aggregation, lift=cfg.lift, learn_curvature=not cfg.fixed_curvature,
+              curv_init=cfg.curv_init, agg_temp_init=cfg.agg_temp_init)
     return H2ARN(ModelConfig(**kw))
 
 
@@ -647,7 +651,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--geometry", default=d.geometry, choices=["hyperbolic", "euclidean"])
     ap.add_argument("--aggregation", default=d.aggregation, choices=["contribution", "mean"])
     ap.add_argument("--lift", default=d.lift, choices=["expmap", "official"])
-    ap.add_argument("--fixed_curvature", action="store_true", help="keep c = 1 fixed (ablation)")
+    ap.add_argument("--fixed_curvature", action="store_true", help="keep c = --curv_init fixed (ablation)")
+    ap.add_argument("--curv_init", type=float, default=d.curv_init, help="initial curvature c (default 1)")
+    ap.add_argument("--agg_temp_init", type=float, default=d.agg_temp_init,
+                    help="initial aggregation temperature T (default 0.07, as the official code)")
     ap.add_argument("--eval_batch_size", type=int, default=d.eval_batch_size)
     ap.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--quiet", action="store_true")
