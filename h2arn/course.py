@@ -4,6 +4,7 @@
     python -m h2arn.course run --profile full          # paper-sized (GPU recommended)
     python -m h2arn.course run 01 05 --profile ci      # a selection (by number prefix or file name)
     python -m h2arn.course check                       # static checks only (parameters cell, clean outputs)
+    python -m h2arn.course summary --profile ci        # table of what papermill executed last
 
 Each notebook runs in its own papermill process on a fresh kernel, with the working directory set to
 ``notebooks/``, the kernel name passed explicitly, a per-cell and a per-notebook timeout, and only
@@ -200,6 +201,33 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "ok" for r in results) else 1
 
 
+def executed_summary(out_dir: Path) -> list[NotebookResult]:
+    """Read back what papermill recorded in executed notebooks (status, duration) in ``out_dir``."""
+    results = []
+    for path in sorted(out_dir.glob("*.ipynb")):
+        if not _NOTEBOOK_RE.match(path.name):
+            continue
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
+        except (OSError, json.JSONDecodeError):
+            results.append(NotebookResult(path.name, "invalid", 0.0, "unreadable output notebook", path))
+            continue
+        status = "failed" if meta.get("exception") else ("ok" if meta.get("end_time") else "unfinished")
+        results.append(NotebookResult(path.name, status, float(meta.get("duration") or 0.0), "", path))
+    return results
+
+
+def _summary(args: argparse.Namespace) -> int:
+    out_dir = Path(args.output_dir) if args.output_dir else build_dir() / "notebooks" / args.profile
+    results = executed_summary(out_dir)
+    if not results:
+        print(f"error: no executed notebooks in {out_dir}", file=sys.stderr)
+        return 1
+    print(f"notebooks executed by papermill in {out_dir}:")
+    print(format_table(results))
+    return 0 if all(r.status == "ok" for r in results) else 1
+
+
 def _check(args: argparse.Namespace) -> int:
     problems = [p for nb in select_notebooks(args.notebooks) for p in check_notebook(nb)]
     for p in problems:
@@ -221,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failing notebook")
     run.add_argument("--log-output", action="store_true", help="stream cell output into the per-notebook log")
     run.set_defaults(func=_run)
+    summary = sub.add_parser("summary", help="table of the executed notebooks in build/notebooks/<profile>/")
+    summary.add_argument("--profile", choices=PROFILES, default="ci")
+    summary.add_argument("--output-dir", default=None)
+    summary.set_defaults(func=_summary)
     check = sub.add_parser("check", help="static checks of the source notebooks")
     check.add_argument("notebooks", nargs="*")
     check.set_defaults(func=_check)

@@ -77,3 +77,5 @@ def test_failing_cell_is_reported_with_notebook_and_cell(fake_root, tmp_path, ca
     assert "00_fails.ipynb" in line[0] and "code cell 3" in line[0] and "ValueError: boom from the course" in line[0]
     assert "01_ok.ipynb" in captured.out and "ok" in captured.out     # later notebooks still run and are tabled
     assert (tmp_path / "out" / "00_fails.ipynb").is_file()            # the executed copy is kept for inspection
+    summary = {r.notebook: r.status for r in course.executed_summary(tmp_path / "out")}
+    assert summary == {"00_fails.ipynb": "failed", "01_ok.ipynb": "ok"}
