@@ -151,7 +151,7 @@ def ddp_dir(tmp_path_factory, fake_feats):
 
 @pytest.fixture(scope="module")
 def ddp_results(ddp_dir):
-    return [torch.load(ddp_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return [torch.load(ddp_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
 @pytest.fixture(scope="module")
