@@ -66,7 +66,6 @@ dimension, kind, parameters, external ids, the bound ``Phi^2`` and the SHA-256 o
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -78,6 +77,8 @@ import numpy as np
 import torch
 
 from h2arn import lorentz as L
+from h2arn.encoders.weights import sha256_file
+from h2arn.features import atomic_write_json
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -349,12 +350,10 @@ class LorentzIndex:
             "transform": self.transform, "nlist": self.nlist, "nprobe": self._nprobe, "M": self.M,
             "ef_construction": self.ef_construction, "ef_search": self._ef_search, "rerank": self.rerank,
             "max_dist0": self.max_dist0, "phi_sq": self._phi_sq, "ntotal": self.ntotal,
-            "faiss_sha256": _sha256(path), "faiss_version": faiss.__version__,
+            "faiss_sha256": sha256_file(path), "faiss_version": faiss.__version__,
             "ids": None if self._ids is None else self._ids.tolist(),
         }
-        sidecar = _sidecar(path)
-        sidecar.with_name(sidecar.name + ".tmp").write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(sidecar.with_name(sidecar.name + ".tmp"), sidecar)
+        atomic_write_json(meta, _sidecar(path))
         return path
 
     @classmethod
@@ -382,7 +381,7 @@ class LorentzIndex:
             phi_sq, ntotal, ids, digest = meta["phi_sq"], int(meta["ntotal"]), meta["ids"], meta["faiss_sha256"]
         except (ValueError, KeyError, TypeError, AttributeError) as err:   # JSONDecodeError is a ValueError
             raise ValueError(f"index sidecar {sidecar} is corrupt or not written by h2arn ({err}). {fix}") from err
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise ValueError(f"index file {path} does not match its sidecar {sidecar.name} (SHA-256 differs): "
                              f"the file is corrupt or comes from a different save. {fix}")
         try:
@@ -540,11 +539,3 @@ class LorentzIndex:
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
