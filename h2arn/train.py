@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng_state, load_payload, restore_rng_state,
                          save_model_file)
-from .device import resolve_device, seed_everything
+from .device import cpu_threads, resolve_device, seed_everything
 from .distributed import (DistContext, GatheredLoss, all_gather_object, broadcast_object, check_batches_fit,
                           cleanup_distributed, launched_distributed, main_process_first, setup_distributed,
                           shard_batch, unwrap, wrap_ddp)
@@ -422,18 +422,15 @@ def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None, quiet: bool 
     record (used by notebooks for live plots). ``cfg.num_threads`` is applied for the run only:
     small models on a shared CPU run several times faster on one thread than on oversubscribed ones.
     """
-    threads_before = torch.get_num_threads()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     dist_ctx = DistContext()
-    try:
-        if launched_distributed():  # started by torchrun with several processes: join their group
-            dist_ctx = setup_distributed(cfg.device)
-        return _train(cfg, stop_after_epoch=stop_after_epoch, quiet=quiet, on_epoch_end=on_epoch_end,
-                      dist_ctx=dist_ctx)
-    finally:
-        cleanup_distributed(dist_ctx)
-        torch.set_num_threads(threads_before)
+    with cpu_threads(cfg.num_threads):
+        try:
+            if launched_distributed():  # started by torchrun with several processes: join their group
+                dist_ctx = setup_distributed(cfg.device)
+            return _train(cfg, stop_after_epoch=stop_after_epoch, quiet=quiet, on_epoch_end=on_epoch_end,
+                          dist_ctx=dist_ctx)
+        finally:
+            cleanup_distributed(dist_ctx)
 
 
 def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..device import resolve_device
+from ..device import cpu_threads, resolve_device
 from ..paths import build_dir
 from . import build_point_encoder, canonical_pc_name
 from .tokens import downsample_clouds
@@ -98,12 +98,8 @@ def cpu_threads_for_small_batches(device: torch.device):
     if device.type != "cpu":
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 2) // 2)))
-    try:
+    with cpu_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) // 2))):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
