@@ -1,6 +1,6 @@
 """Training throughput: our training step vs a straightforward re-implementation of the official one.
 
-Prints, for the ``ci`` configuration on the CPU (``h2arn.experiments.TRAIN_PROFILES["ci"]`` sizes) and (when a GPU is present) for the paper's
+Prints, for the ``ci`` configuration on the CPU (``h2arn.course.experiments.TRAIN_PROFILES["ci"]`` sizes) and (when a GPU is present) for the paper's
 configuration (batch 256, d_model 512, 6 layers, 64 heads, 77 text x 100 cloud tokens of width 512):
 
 * training pairs/s of :func:`h2arn.train.training_step` (float32, and bf16 AMP on CUDA);
@@ -32,13 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import machine_info, timeit  # noqa: E402
 
 from h2arn.device import resolve_device  # noqa: E402
-from h2arn.experiments import TRAIN_PROFILES  # noqa: E402
+from h2arn.course.experiments import TRAIN_PROFILES  # noqa: E402
 from h2arn.losses import H2ARNLoss  # noqa: E402
 from h2arn.model import H2ARN, LossConfig, ModelConfig  # noqa: E402
-from h2arn.train import WarmupLinearDecay, training_step, trim_padding  # noqa: E402
+from h2arn.features import trim_padding  # noqa: E402
+from h2arn.train import WarmupLinearDecay, training_step  # noqa: E402
 
 CONFIGS = {
-    # the ci training profile (h2arn.experiments.TRAIN_PROFILES["ci"]) on the ci features' shapes
+    # the ci training profile (h2arn.course.experiments.TRAIN_PROFILES["ci"]) on the ci features' shapes
     # (MiniLM 77 x 384 text tokens, about 20 of them valid; PointNet 100 x 512 cloud tokens)
     "ci": dict(batch=TRAIN_PROFILES["ci"]["batch_size"], d_txt=384, d_pcd=512, l_txt=77, l_pcd=100,
                d_model=TRAIN_PROFILES["ci"]["d_model"], nhead=TRAIN_PROFILES["ci"]["nhead"],

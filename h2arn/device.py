@@ -1,6 +1,7 @@
 """One place that decides the torch device (so no code assumes CUDA) and its CPU thread count."""
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -48,3 +49,10 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when ``amp`` is set; a no-op elsewhere (CPU runs stay fp32)."""
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -15,6 +15,7 @@ names the offending file in its error.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["FeatureError", "FeatureSplit", "atomic_save", "atomic_write_json", "mask_path_for",
-           "write_split", "load_links", "load_feature_splits"]
+           "write_split", "load_links", "load_feature_splits", "data_fingerprint", "trim_padding"]
 
 
 class FeatureError(ValueError):
@@ -283,3 +284,71 @@ def load_feature_splits(link_paths: Iterable[str | os.PathLike]) -> FeatureSplit
     return FeatureSplit(txt=txt, txt_mask=txt_mask, pc=torch.cat(pc_parts), pc_mask=torch.cat(pc_mask_parts),
                         txt_to_pc=torch.tensor(txt_to_pc, dtype=torch.long), meta=meta, sources=sources)
 
+
+# --------------------------------------------------------------------------- fingerprints and padding
+
+_HASH_MEMO: dict[tuple, str] = {}
+
+
+def _file_digest(path: Path) -> str | None:
+    """blake2b of a file's content (a tensor's values for ``.pt``), memoised per (path, size, mtime)."""
+    if not path.is_file():
+        return None
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_MEMO:
+        h = hashlib.blake2b(digest_size=16)
+        obj = None
+        if path.suffix == ".pt":   # hash the tensor, not the zip: torch.save writes a random id per save
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:
+                obj = None
+        if torch.is_tensor(obj):
+            h.update(f"{tuple(obj.shape)}{obj.dtype}".encode())
+            h.update(obj.contiguous().view(torch.uint8).numpy().tobytes() if obj.numel() else b"")
+        else:
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+        _HASH_MEMO[key] = h.hexdigest()
+    return _HASH_MEMO[key]
+
+
+def data_fingerprint(links: Sequence[str | os.PathLike]) -> dict:
+    """``{file: content hash}`` for the link files and every feature/mask file they name.
+
+    Stored in ``metrics.json`` so cached runs (``h2arn.course.experiments.ensure_trained``) notice when
+    the features changed and retrain instead of pairing a model with data it never saw. Content
+    hashes (not modification times), so re-writing identical features does not force a retrain.
+    """
+    files: set[Path] = set()
+    for link in map(Path, links):
+        files.add(link)
+        try:
+            entries = json.loads(link.read_text(encoding="utf-8"))
+            named = {e[0][0] for e in entries} | {e[1][0] for e in entries}
+        except Exception:
+            continue
+        for name in named:
+            p = Path(name)
+            p = (p if p.is_absolute() else (link.parent / p)).resolve()
+            files.update({p, mask_path_for(p)})
+    return {str(f): _file_digest(f) for f in sorted(files)}
+
+
+def trim_padding(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop trailing token columns that are padding in every row of the batch: same result, less work.
+
+    Captions are padded to 77 positions but most use ~20; the model masks padding everywhere, so
+    the outputs of valid tokens do not depend on the trailing padding columns (``(B, L, D)`` ->
+    ``(B, L', D)`` with ``L'`` = last valid column + 1).
+    """
+    cols = mask.any(dim=0)
+    if bool(cols[-1]):
+        return tokens, mask
+    last = int(cols.nonzero().max()) + 1 if bool(cols.any()) else 1
+    return tokens[:, :last], mask[:, :last]
+
+
+# --------------------------------------------------------------------------- model / loss

@@ -85,7 +85,8 @@ def evaluate_checkpoint(best_model_path: str | os.PathLike, test_links: Sequence
                         device: str | torch.device = "auto", expect_config: Mapping | None = None,
                         batch_size: int = 512, amp: bool = False) -> dict:
     """Load a model file strictly, embed the test split, return the metrics dict (floats)."""
-    from .train import check_feature_dims, evaluate_split
+    from .evaluate import evaluate_split
+    from .train import check_feature_dims
 
     dev = resolve_device(device)
     model, payload = load_model_file(best_model_path, dev, expect_config=expect_config)

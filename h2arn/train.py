@@ -27,8 +27,6 @@ Python API: :class:`TrainConfig` and :func:`train`. CLI: ``python -m h2arn.train
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import json
 import math
 import os
@@ -45,15 +43,16 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng_state, load_payload, restore_rng_state,
                          save_model_file)
-from .device import cpu_threads, resolve_device, seed_everything
+from .device import autocast, cpu_threads, resolve_device, seed_everything
 from .distributed import (DistContext, GatheredLoss, all_gather_object, broadcast_object, check_batches_fit,
                           cleanup_distributed, launched_distributed, main_process_first, setup_distributed,
                           shard_batch, unwrap, wrap_ddp)
-from .features import FeatureError, FeatureSplit, atomic_save, atomic_write_json, load_feature_splits
+from .evaluate import evaluate_split
+from .features import (FeatureError, FeatureSplit, atomic_save, atomic_write_json, data_fingerprint,
+                       load_feature_splits, trim_padding)
 
 __all__ = ["TrainConfig", "WarmupLinearDecay", "LinkBatcher", "train", "training_step", "default_links",
-           "evaluate_split", "embed_split",
-           "load_split_for_training", "check_feature_dims", "trim_padding", "data_fingerprint", "build_model", "build_loss", "main"]
+           "load_split_for_training", "check_feature_dims", "build_model", "build_loss", "main"]
 
 SELECTION_NOTE = ("best epoch = highest Rsum on the VALIDATION split; the test split is never read during "
                   "training (the official code selects on test)")
@@ -215,58 +214,6 @@ def _sibling_val_links(train_links: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-_HASH_MEMO: dict[tuple, str] = {}
-
-
-def _file_digest(path: Path) -> str | None:
-    """blake2b of a file's content (a tensor's values for ``.pt``), memoised per (path, size, mtime)."""
-    if not path.is_file():
-        return None
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_MEMO:
-        h = hashlib.blake2b(digest_size=16)
-        obj = None
-        if path.suffix == ".pt":   # hash the tensor, not the zip: torch.save writes a random id per save
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception:
-                obj = None
-        if torch.is_tensor(obj):
-            h.update(f"{tuple(obj.shape)}{obj.dtype}".encode())
-            h.update(obj.contiguous().view(torch.uint8).numpy().tobytes() if obj.numel() else b"")
-        else:
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-        _HASH_MEMO[key] = h.hexdigest()
-    return _HASH_MEMO[key]
-
-
-def data_fingerprint(links: Sequence[str | os.PathLike]) -> dict:
-    """``{file: content hash}`` for the link files and every feature/mask file they name.
-
-    Stored in ``metrics.json`` so cached runs (``h2arn.experiments.ensure_trained``) notice when
-    the features changed and retrain instead of pairing a model with data it never saw. Content
-    hashes (not modification times), so re-writing identical features does not force a retrain.
-    """
-    from .features import mask_path_for
-
-    files: set[Path] = set()
-    for link in map(Path, links):
-        files.add(link)
-        try:
-            entries = json.loads(link.read_text(encoding="utf-8"))
-            named = {e[0][0] for e in entries} | {e[1][0] for e in entries}
-        except Exception:
-            continue
-        for name in named:
-            p = Path(name)
-            p = (p if p.is_absolute() else (link.parent / p)).resolve()
-            files.update({p, mask_path_for(p)})
-    return {str(f): _file_digest(f) for f in sorted(files)}
-
-
 def check_feature_dims(split: FeatureSplit, d_txt: int | None, d_pcd: int | None, what: str) -> None:
     """One clear error if the features' widths differ from the requested model input widths."""
     for name, want, got, kind in (("--d_txt", d_txt, split.d_txt, "text"), ("--d_pcd", d_pcd, split.d_pcd, "point")):
@@ -283,22 +230,6 @@ def load_split_for_training(links: Sequence[str | os.PathLike], what: str) -> Fe
         raise FeatureError(f"no {what} link files given. Fix: pass --{what}_link <file> ...")
     return load_feature_splits([Path(p) for p in links])
 
-
-def trim_padding(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Drop trailing token columns that are padding in every row of the batch: same result, less work.
-
-    Captions are padded to 77 positions but most use ~20; the model masks padding everywhere, so
-    the outputs of valid tokens do not depend on the trailing padding columns (``(B, L, D)`` ->
-    ``(B, L', D)`` with ``L'`` = last valid column + 1).
-    """
-    cols = mask.any(dim=0)
-    if bool(cols[-1]):
-        return tokens, mask
-    last = int(cols.nonzero().max()) + 1 if bool(cols.any()) else 1
-    return tokens[:, :last], mask[:, :last]
-
-
-# --------------------------------------------------------------------------- model / loss
 
 def build_model(cfg: TrainConfig, d_txt: int, d_pcd: int):
     """The H2ARN (or ablation) model described by ``cfg``."""
@@ -327,52 +258,6 @@ def _loss_config_dict(criterion) -> dict:
     return {}
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-# --------------------------------------------------------------------------- evaluation
-
-@torch.no_grad()
-def embed_split(model, split: FeatureSplit, device: torch.device, batch_size: int = 512,
-                amp: bool = False) -> tuple[Tensor, Tensor]:
-    """Embed every caption and every cloud of a split once: ``(N_txt, E)``, ``(N_pc, E)`` (float32).
-
-    Each sample is encoded once (the official ``recall.get_sim`` re-runs both encoders for every
-    50 x 50 block of the similarity matrix).
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        t_parts, p_parts = [], []
-        for s in range(0, split.num_texts, batch_size):
-            tok, msk = trim_padding(split.txt[s:s + batch_size], split.txt_mask[s:s + batch_size])
-            with _autocast(device, amp):
-                t = model.encode_text(tok.to(device), msk.to(device))
-            t_parts.append(t.float())
-        for s in range(0, split.num_clouds, batch_size):
-            tok, msk = trim_padding(split.pc[s:s + batch_size], split.pc_mask[s:s + batch_size])
-            with _autocast(device, amp):
-                p = model.encode_cloud(tok.to(device), msk.to(device))
-            p_parts.append(p.float())
-        return torch.cat(t_parts), torch.cat(p_parts)
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
-def evaluate_split(model, split: FeatureSplit, device: torch.device, batch_size: int = 512,
-                   amp: bool = False) -> dict:
-    """Retrieval metrics on the full similarity matrix (texts x clouds) of one split."""
-    from .metrics import retrieval_metrics
-
-    t, p = embed_split(model, split, device, batch_size, amp)
-    sim = model.similarity(t, p).float().cpu()
-    return {k: float(v) for k, v in retrieval_metrics(sim, split.txt_to_pc.cpu()).items()}
-
-
 def _scalars(model) -> dict:
     out = {}
     for k, v in model.scalars().items():
@@ -392,7 +277,7 @@ def training_step(model, criterion, optimizer, scheduler, txt: Tensor, txt_mask:
     its geometry and the loss in float32.
     """
     device = txt.device
-    with _autocast(device, amp):
+    with autocast(device, amp):
         t_emb, p_emb = model(txt, txt_mask, pc, pc_mask)
     loss, terms = criterion(unwrap(model), t_emb.float(), p_emb.float(), pc_idx)
     if not torch.isfinite(loss):

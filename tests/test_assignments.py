@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from h2arn import lorentz as L
-from h2arn.assignments import CHECKS, CheckFailure, NotImplementedYet, check, run_check
-from h2arn.assignments.__main__ import main as cli
-from h2arn.assignments.generate import (EXERCISE_TAG, SOLUTION_TAG, AssignmentError, exercise_calls, generate,
+from h2arn.course.assignments import CHECKS, CheckFailure, NotImplementedYet, check, run_check
+from h2arn.course.assignments.__main__ import main as cli
+from h2arn.course.assignments.generate import (EXERCISE_TAG, SOLUTION_TAG, AssignmentError, exercise_calls, generate,
                                         load_functions, masters, stale_notebooks, stub_source, student_notebook)
 from h2arn.paths import repo_root
 
@@ -49,7 +49,7 @@ def test_every_check_has_a_solution_in_some_notebook():
 
 def test_committed_student_notebooks_are_up_to_date():
     problems = stale_notebooks(NOTEBOOKS, ASSIGNMENTS)
-    assert problems == [], "\n".join(problems) + "\nFix: python -m h2arn.assignments generate"
+    assert problems == [], "\n".join(problems) + "\nFix: python -m h2arn.course.assignments generate"
 
 
 @pytest.mark.parametrize("path", sorted(ASSIGNMENTS.glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
@@ -249,7 +249,7 @@ def _master(tmp_path: Path, check_line: str = 'check("dist", my_dist)', name: st
                                     '    return L.dist(x, y, c)\n')
     sol.metadata["tags"] = [SOLUTION_TAG]
     nb.cells = [nbformat.v4.new_markdown_cell("# demo"),
-                nbformat.v4.new_code_cell("from h2arn import lorentz as L\nfrom h2arn.assignments import check"),
+                nbformat.v4.new_code_cell("from h2arn import lorentz as L\nfrom h2arn.course.assignments import check"),
                 sol, nbformat.v4.new_code_cell(check_line)]
     path = tmp_path / name
     nbformat.write(nb, str(path))

@@ -5,7 +5,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from h2arn import course
+from h2arn.course import runner as course
 
 
 def _write(path, cells):

@@ -14,7 +14,7 @@ from _fake_features import D_TXT, link, make_fake_features  # noqa: E402
 from h2arn import inference as I  # noqa: E402
 from h2arn import train as T  # noqa: E402
 from h2arn.checkpoint import CheckpointError, load_model_file  # noqa: E402
-from h2arn.metrics import retrieval_metrics  # noqa: E402
+from h2arn.evaluate import retrieval_metrics  # noqa: E402
 
 
 @pytest.fixture(scope="module")

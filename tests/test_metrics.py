@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from h2arn.metrics import (ranks_cloud_to_text, ranks_text_to_cloud, retrieval_metrics,
+from h2arn.evaluate import (ranks_cloud_to_text, ranks_text_to_cloud, retrieval_metrics,
                            similarity_in_blocks)
 from h2arn.model import H2ARN, ModelConfig
 

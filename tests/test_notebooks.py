@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from h2arn import course
+from h2arn.course import runner as course
 from h2arn.paths import build_dir
 
 NOTEBOOKS = course.list_notebooks()

@@ -13,7 +13,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _fake_features import D_PCD, D_TXT, link, make_fake_features  # noqa: E402
 
+from h2arn import evaluate as V  # noqa: E402
+from h2arn import runs as R  # noqa: E402
 from h2arn import train as T  # noqa: E402
+from h2arn.features import trim_padding  # noqa: E402
 from h2arn.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_model_file, load_payload  # noqa: E402
 from h2arn.features import FeatureError  # noqa: E402
 
@@ -235,14 +238,14 @@ def test_cli_trains_and_prints_summary(feats, tmp_path, capsys):
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "checkpoint.pth").is_file()
 
 
-# --------------------------------------------------------------------------- course helpers (h2arn.experiments)
+# --------------------------------------------------------------------------- course helpers (h2arn.course.experiments)
 
 @pytest.fixture()
 def course_env(feats, tmp_path, monkeypatch):
     """Point the course helpers at the fake features and a temporary build folder, with tiny sizes."""
-    from h2arn import experiments as E
+    from h2arn.course import experiments as E
     monkeypatch.setenv("H2ARN_ROOT", str(tmp_path))
-    monkeypatch.setattr(T, "default_links", lambda cfg, split: [link(feats, split)])
+    monkeypatch.setattr(E, "default_links", lambda cfg, split: [link(feats, split)])
     monkeypatch.setitem(E.TRAIN_PROFILES, "ci", dict(TINY, num_epochs=2, learning_rate=2e-3))
     return E
 
@@ -257,7 +260,7 @@ def test_ensure_trained_caches_and_retrains_on_config_change(course_env, tmp_pat
     assert E.ensure_trained("ci", "h2arn", device="cpu") == run and len(calls) == 1       # cached
     monkeypatch.setitem(E.TRAIN_PROFILES, "ci", dict(TINY, num_epochs=3, learning_rate=2e-3))
     E.ensure_trained("ci", "h2arn", device="cpu")
-    assert len(calls) == 2 and len(E.read_metrics(run)["epochs"]) == 3                   # stale -> retrained
+    assert len(calls) == 2 and len(R.read_metrics(run)["epochs"]) == 3                   # stale -> retrained
 
 
 def test_ablation_table_evaluates_on_test_and_compares(course_env):
@@ -277,10 +280,10 @@ def test_ablation_table_evaluates_on_test_and_compares(course_env):
 def test_hierarchy_check_and_gallery(course_env):
     E = course_env
     run = E.ensure_trained("ci", "h2arn", device="cpu")
-    h = E.hierarchy_check(run, device="cpu")
+    h = V.hierarchy_check(run, device="cpu")
     assert h["applicable"] and set(h["per_level_mean_dist"]) == {0, 1} and -1 <= h["spearman_rho"] <= 1
-    assert not E.hierarchy_check(E.ensure_trained("ci", "euclidean", device="cpu"), device="cpu")["applicable"]
-    hits = E.top_k_clouds(run, [0, 5], k=3, device="cpu")
+    assert not V.hierarchy_check(E.ensure_trained("ci", "euclidean", device="cpu"), device="cpu")["applicable"]
+    hits = V.top_k_clouds(run, [0, 5], k=3, device="cpu")
     assert [len(x["top"]) for x in hits] == [3, 3] and hits[0]["target"] == 0
     assert all(x["correct"] == [j == x["target"] for j in x["top"]] for x in hits)
     assert hits[1]["top_meta"][0]["shape"].startswith("obj")
@@ -294,18 +297,18 @@ def test_trimming_trailing_padding_does_not_change_embeddings():
     mask = torch.zeros(5, 9, dtype=torch.bool)
     for i, n in enumerate([3, 5, 1, 4, 2]):
         mask[i, :n] = True
-    t2, m2 = T.trim_padding(tok, mask)
+    t2, m2 = trim_padding(tok, mask)
     assert t2.shape == (5, 5, 12) and m2.all(dim=0).sum() == 1
     with torch.no_grad():
         assert torch.allclose(model.encode_text(tok, mask), model.encode_text(t2, m2), atol=1e-5)
     full = torch.ones(2, 4, dtype=torch.bool)
-    assert T.trim_padding(tok[:2, :4], full)[0].shape == (2, 4, 12)
+    assert trim_padding(tok[:2, :4], full)[0].shape == (2, 4, 12)
 
 
 def test_ensure_trained_retrains_when_features_are_re_extracted(course_env, feats, monkeypatch):
     E = course_env
     run = E.ensure_trained("ci", "h2arn", device="cpu")
-    first = E.read_metrics(run)["data"]["fingerprint"]
+    first = R.read_metrics(run)["data"]["fingerprint"]
     assert any(k.endswith("pc_features_FAKEPC.pt") for k in first)
     pc_file = feats / "Elephant" / "train" / "pc_features_FAKEPC.pt"
     calls = []
@@ -317,5 +320,5 @@ def test_ensure_trained_retrains_when_features_are_re_extracted(course_env, feat
     pc = torch.load(pc_file, weights_only=True)
     torch.save(pc + 0.01, pc_file)                                    # re-extracted, new content: retrained
     E.ensure_trained("ci", "h2arn", device="cpu")
-    assert len(calls) == 1 and E.read_metrics(run)["data"]["fingerprint"] != first
+    assert len(calls) == 1 and R.read_metrics(run)["data"]["fingerprint"] != first
     torch.save(pc, pc_file)

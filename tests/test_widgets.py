@@ -1,4 +1,4 @@
-"""Interactive-retrieval logic (h2arn.widgets) on a tiny in-memory session: no training, no real text model."""
+"""Interactive-retrieval logic (h2arn.course.widgets) on a tiny in-memory session: no training, no real text model."""
 from __future__ import annotations
 
 import math
@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from h2arn import lorentz as L  # noqa: E402
-from h2arn import widgets as W  # noqa: E402
+from h2arn.course import widgets as W  # noqa: E402
 from h2arn.encoders.tokens import fps_downsample, pool_tokens  # noqa: E402
 from h2arn.model import H2ARN, ModelConfig  # noqa: E402
 

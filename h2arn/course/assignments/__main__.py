@@ -1,4 +1,4 @@
-"""``python -m h2arn.assignments {generate,check,grade,list}``: see :mod:`h2arn.assignments`."""
+"""``python -m h2arn.course.assignments {generate,check,grade,list}``: see :mod:`h2arn.course.assignments`."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import nbformat
 
-from h2arn.assignments.checks import CHECKS, CheckFailure, NotImplementedYet, run_check
-from h2arn.assignments.generate import (EXERCISE_TAG, SOLUTION_TAG, AssignmentError, exercise_calls, generate,
+from h2arn.course.assignments.checks import CHECKS, CheckFailure, NotImplementedYet, run_check
+from h2arn.course.assignments.generate import (EXERCISE_TAG, SOLUTION_TAG, AssignmentError, exercise_calls, generate,
                                         load_functions, stale_notebooks)
 from h2arn.paths import repo_root
 
@@ -44,7 +44,7 @@ def _grade(path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     root = repo_root()
-    parser = argparse.ArgumentParser(prog="python -m h2arn.assignments", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m h2arn.course.assignments", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name, helptext in [("generate", "write student notebooks from the masters"),
                            ("check", "exit 1 if the committed student notebooks are out of date")]:

@@ -7,7 +7,7 @@ by ``check("dist", my_dist)``. The check calls the function on a fixed set of *s
 (float32 and float64, several curvatures, batched shapes, and a few edge cases that the textbook formula
 gets wrong: the zero vector, a point and itself, the saturated cone) and compares the result with the
 reference implementation in this package (:mod:`h2arn.lorentz`, :mod:`h2arn.aggregation`,
-:mod:`h2arn.losses`, :mod:`h2arn.metrics`). The same inputs every run, so a failure is reproducible and
+:mod:`h2arn.losses`, :mod:`h2arn.evaluate`). The same inputs every run, so a failure is reproducible and
 the message can name the exact input.
 
 A failure raises :class:`CheckFailure` (an ``AssertionError``) whose message says which case failed,
@@ -500,7 +500,7 @@ def _contrastive_cases() -> Iterator[Case]:
 
 
 def _recall_cases() -> Iterator[Case]:
-    from h2arn.metrics import ranks_text_to_cloud
+    from h2arn.evaluate import ranks_text_to_cloud
 
     def recall_at_k(sim: Tensor, txt_to_pc: Tensor, k: int) -> float:
         return float(100.0 * (ranks_text_to_cloud(sim, txt_to_pc) <= k).double().mean())
@@ -550,7 +550,7 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
     Check("contrastive_loss", "my_contrastive_loss(logits, pos_mask) -> loss",
           "h2arn.losses.multi_positive_contrastive",
           "multi-positive symmetric InfoNCE on a (B, B) logit matrix", _contrastive_cases),
-    Check("recall_at_k", "my_recall_at_k(sim, txt_to_pc, k) -> percent", "h2arn.metrics.retrieval_metrics (t2p_R@K)",
+    Check("recall_at_k", "my_recall_at_k(sim, txt_to_pc, k) -> percent", "h2arn.evaluate.retrieval_metrics (t2p_R@K)",
           "text->3D recall@K in percent from a (N_txt, N_pc) similarity matrix", _recall_cases),
 ]}
 

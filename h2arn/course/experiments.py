@@ -1,4 +1,6 @@
-"""Course experiments: cached training runs per (profile, variant, seed), test evaluation, the ablation table.
+"""Course experiments: cached training runs per (profile, variant, seed) and the ablation table.
+
+Evaluation of a run lives in :mod:`h2arn.evaluate`, reading a run folder in :mod:`h2arn.runs`.
 
 Notebooks 06-09 call :func:`ensure_trained` instead of training inline: the first call trains (or
 resumes an interrupted run), later calls return the cached run folder at once. A cached run is
@@ -38,15 +40,14 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .checkpoint import CheckpointError, load_model_file
-from .device import resolve_device
-from .features import FeatureSplit, atomic_write_json, load_feature_splits
-from .paths import build_dir
-from .train import TrainConfig, data_fingerprint, embed_split, evaluate_split, train
+from h2arn.checkpoint import CheckpointError
+from h2arn.evaluate import evaluate_run
+from h2arn.features import data_fingerprint
+from h2arn.paths import build_dir
+from h2arn.train import TrainConfig, default_links, train
 
 __all__ = ["TRAIN_PROFILES", "FEATURE_PROFILE", "VARIANTS", "VARIANT_ORDER", "PAPER_V2", "run_dir_for",
-           "config_for", "ensure_trained", "load_trained", "read_metrics", "test_links_of", "load_run_split",
-           "evaluate_run", "ablation_table", "format_ablation_table", "hierarchy_check", "top_k_clouds"]
+           "config_for", "ensure_trained", "ablation_table", "format_ablation_table"]
 
 TRAIN_PROFILES: dict[str, dict] = {
     "ci": dict(d_model=32, nhead=2, num_layers=1, batch_size=64, num_epochs=8, learning_rate=2e-3, num_threads=1),
@@ -128,14 +129,6 @@ def _identity(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in _IDENTITY_SKIP}
 
 
-def read_metrics(run_dir: str | Path) -> dict:
-    """The run's ``metrics.json`` (per-epoch losses, val recalls, scalars, best epoch)."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics.json. Fix: train the run first (ensure_trained(...)).")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def ensure_trained(profile: str = "ci", variant: str = "h2arn", device: str = "auto", seed: int = 0,
                    force: bool = False, quiet: bool = True, **overrides) -> Path:
     """Train (or resume, or reuse) one run and return its folder (``best_model.pth``, ``metrics.json``, ...).
@@ -148,7 +141,6 @@ def ensure_trained(profile: str = "ci", variant: str = "h2arn", device: str = "a
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     if not cfg.train_link:   # fill the default feature links now so the cache key is complete
-        from .train import default_links
         cfg.train_link = [str(p) for p in default_links(cfg, "train")]
         cfg.val_link = [str(p) for p in default_links(cfg, "val")]
     want = _identity(cfg.to_dict())
@@ -177,51 +169,6 @@ def ensure_trained(profile: str = "ci", variant: str = "h2arn", device: str = "a
         shutil.rmtree(run_dir, ignore_errors=True)
         train(cfg, quiet=quiet)
     return run_dir
-
-
-def load_trained(run_dir: str | Path, device: str = "auto"):
-    """``(model in eval mode, payload)`` from a run folder's ``best_model.pth`` (selected on val)."""
-    return load_model_file(Path(run_dir) / "best_model.pth", resolve_device(device))
-
-
-def test_links_of(run_dir: str | Path, split: str = "test") -> list[Path]:
-    """The ``split`` link files matching a run's training links (``*_link_train.json`` -> ``*_link_<split>.json``)."""
-    cfg = read_metrics(run_dir)["config"]
-    out = []
-    for p in cfg["train_link"]:
-        p = Path(p)
-        q = p.with_name(p.name.replace("_link_train", f"_link_{split}", 1))
-        if q == p or not q.is_file():
-            raise FileNotFoundError(f"{q}: no {split} link file beside the run's training links {p}. Fix: "
-                                    f"extract the {split} split, or evaluate with python -m h2arn.inference.")
-        out.append(q)
-    return out
-
-
-def load_run_split(run_dir: str | Path, split: str = "test") -> FeatureSplit:
-    return load_feature_splits(test_links_of(run_dir, split))
-
-
-def evaluate_run(run_dir: str | Path, split: str = "test", device: str = "auto") -> dict:
-    """Metrics of a run's best (val-selected) model on ``split``; cached in ``<run>/<split>_metrics.json``."""
-    run_dir = Path(run_dir)
-    model_path = run_dir / "best_model.pth"
-    cache = run_dir / f"{split}_metrics.json"
-    stamp = model_path.stat().st_mtime_ns if model_path.is_file() else None
-    links = test_links_of(run_dir, split)
-    fingerprint = data_fingerprint(links)
-    if cache.is_file():
-        cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached.get("model_mtime_ns") == stamp and cached.get("fingerprint") == fingerprint:
-            return cached
-    dev = resolve_device(device)
-    model, payload = load_trained(run_dir, str(dev))
-    data = load_feature_splits(links)
-    m = evaluate_split(model, data, dev)
-    m.update({"split": split, "best_epoch": payload.get("epoch"), "model_mtime_ns": stamp, "fingerprint": fingerprint,
-              "val_rsum": payload.get("val_metrics", {}).get("rsum")})
-    atomic_write_json(m, cache, indent=1)
-    return m
 
 
 def ablation_table(profile: str = "ci", variants: Sequence[str] = VARIANT_ORDER, seeds: Iterable[int] = (0,),
@@ -274,62 +221,3 @@ def format_ablation_table(rows: Sequence[dict], with_paper: bool = True) -> str:
             cells += [_fmt(p.get("rsum")), _fmt(p.get("t2p_R@1")), _fmt(p.get("p2t_R@1"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-@torch.no_grad()
-def hierarchy_check(run_dir: str | Path, split: str = "test", device: str = "auto") -> dict:
-    """Does the distance of a caption's embedding to the origin grow with its specificity level?
-
-    The benchmark tags each caption with ``level`` (0 = super-category, the most generic ... 3 = one
-    shape). In a hierarchy-aware hyperbolic space generic captions should sit nearer the origin.
-    Returns per-level mean distances, the Spearman correlation between level and distance (and its
-    p-value), and the clouds' mean distance. For the Euclidean baseline the embeddings are unit
-    vectors, so the check is not applicable (``applicable = False``).
-    """
-    from scipy.stats import spearmanr
-
-    from . import lorentz as L
-
-    dev = resolve_device(device)
-    model, _ = load_trained(run_dir, str(dev))
-    data = load_run_split(run_dir, split)
-    levels = [m.get("level") for m in data.meta]
-    if not model.hyperbolic:
-        return {"applicable": False, "reason": "Euclidean embeddings are unit vectors (cosine similarity)"}
-    if any(lv is None for lv in levels):
-        return {"applicable": False, "reason": "the meta file has no 'level' for every caption"}
-    t, p = embed_split(model, data, dev)
-    c = model.curvature()
-    dt = L.dist0(t, c).cpu()
-    dp = L.dist0(p, c).cpu()
-    lv = torch.tensor(levels)
-    per_level = {int(k): float(dt[lv == k].mean()) for k in sorted(set(levels))}
-    rho, pval = spearmanr(lv.numpy(), dt.numpy())
-    return {"applicable": True, "per_level_mean_dist": per_level,
-            "per_level_count": {int(k): int((lv == k).sum()) for k in sorted(set(levels))},
-            "spearman_rho": float(rho), "spearman_p": float(pval), "cloud_mean_dist": float(dp.mean()),
-            "text_dist": dt.tolist(), "levels": levels}
-
-
-@torch.no_grad()
-def top_k_clouds(run_dir: str | Path, query_indices: Sequence[int], k: int = 5, split: str = "test",
-                 device: str = "auto") -> list[dict]:
-    """For each query caption: its text, meta, the top-``k`` cloud indices and whether each is the match.
-
-    Cloud ``j`` is named by the ``shape`` of any caption linked to it (all of them agree).
-    """
-    dev = resolve_device(device)
-    model, _ = load_trained(run_dir, str(dev))
-    data = load_run_split(run_dir, split)
-    t, p = embed_split(model, data, dev)
-    sim = model.similarity(t[list(query_indices)], p).cpu()
-    owners = data.pc_to_txt()
-    out = []
-    for row, q in zip(sim, query_indices):
-        top = row.topk(min(k, data.num_clouds)).indices.tolist()
-        target = int(data.txt_to_pc[q])
-        out.append({"query": q, "caption": data.meta[q].get("caption", f"caption {q}"), "meta": data.meta[q],
-                    "target": target, "top": top, "correct": [j == target for j in top],
-                    "top_meta": [data.meta[owners[j][0]] if owners[j] else {} for j in top],
-                    "scores": [float(row[j]) for j in top]})
-    return out
