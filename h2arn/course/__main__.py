@@ -1,4 +1,4 @@
-"""``python -m h2arn.course {run,check,summary}``: the notebook runner (see :mod:`h2arn.course.runner`)."""
+"""``python -m h2arn.course {run,check,summary,site}``: the notebook runner (see :mod:`h2arn.course.runner`)."""
 import sys
 
 from h2arn.course.runner import main

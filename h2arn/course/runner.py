@@ -5,12 +5,18 @@
     python -m h2arn.course run 01 05 --profile ci      # a selection (by number prefix or file name)
     python -m h2arn.course check                       # static checks only (parameters cell, clean outputs)
     python -m h2arn.course summary --profile ci        # table of what papermill executed last
+    python -m h2arn.course site --profile ci           # (re)write build/site/ from the executed notebooks
 
 Each notebook runs in its own papermill process on a fresh kernel, with the working directory set to
 ``notebooks/``, the kernel name passed explicitly, a per-cell and a per-notebook timeout, and only
 ``profile`` (and ``device`` when given) injected. Executed copies go to ``build/notebooks/<profile>/``;
 the sources are never overwritten. A failure prints one line naming the notebook and the failing cell,
-and the command exits non-zero after the summary table.
+and the command exits non-zero after the summary table. ``run`` then writes the readable site
+(``build/site/``: every executed chapter as HTML and an index, see :mod:`h2arn.course.site`).
+
+Executed copies are meant to be read: figures are drawn inline (matplotlib's inline backend; ``figures/``
+still gets its PNGs from ``save_figure``) and progress bars are off in batch runs, because a saved
+ipywidgets bar shows a frozen "0%" to everyone who opens the notebook later.
 """
 from __future__ import annotations
 
@@ -122,6 +128,33 @@ def _failing_cell(output: Path) -> str:
     return "papermill failed before any cell reported an error (see the log)"
 
 
+# Run by IPython in every batch kernel before the notebook's first cell (see batch_kernel_env). tqdm.auto
+# would pick ipywidgets bars under papermill; their saved state is a frozen "0%" in the executed copy.
+# The console bar instead sees that the kernel's stderr is not a terminal, and bars created with
+# disable=None (the package's convention) stay quiet. Students running the notebook in JupyterLab
+# get the normal widget bars, since this file is only on the batch kernel's IPYTHONDIR.
+_BATCH_STARTUP = """\
+import tqdm.auto as _auto, tqdm.std as _std
+_auto.tqdm, _auto.trange = _std.tqdm, _std.trange
+del _auto, _std
+"""
+
+
+def batch_kernel_env(work_dir: Path) -> dict[str, str]:
+    """Environment for a papermill kernel whose executed copy is kept: inline figures, no frozen bars.
+
+    ``work_dir`` receives a private IPython profile holding the start-up file above.
+    """
+    startup = work_dir / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00_h2arn_batch.py").write_text(_BATCH_STARTUP, encoding="utf-8")
+    return dict(os.environ, PYTHONUNBUFFERED="1",
+                MPLBACKEND="module://matplotlib_inline.backend_inline",   # figures stored in the notebook
+                IPYTHONDIR=str(work_dir / "ipython"),
+                HF_HUB_DISABLE_PROGRESS_BARS="1",                        # transformers' own bars
+                TQDM_MININTERVAL="5")
+
+
 def run_notebook(path: Path, profile: str, out_dir: Path, *, kernel: str = DEFAULT_KERNEL,
                  cell_timeout: int = 600, notebook_timeout: int = 1800, device: str | None = None,
                  log_output: bool = False) -> NotebookResult:
@@ -142,7 +175,7 @@ def run_notebook(path: Path, profile: str, out_dir: Path, *, kernel: str = DEFAU
         cmd += ["-p", "device", device]
     if log_output:
         cmd.append("--log-output")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg", TQDM_MININTERVAL="5")
+    env = batch_kernel_env(out_dir / ".kernel")
     start = time.perf_counter()
     try:
         with open(log, "w", encoding="utf-8") as log_fh:
@@ -198,7 +231,28 @@ def _run(args: argparse.Namespace) -> int:
     print()
     print(format_table(results))
     print(f"\nexecuted notebooks: {out_dir}")
+    if not args.no_site:
+        _publish(out_dir, _site_dir(args), args.profile)
     return 0 if all(r.status == "ok" for r in results) else 1
+
+
+def _site_dir(args: argparse.Namespace) -> Path:
+    """``--site-dir``; else ``<output-dir>/site`` when the executed copies went elsewhere; else build/site/."""
+    if args.site_dir:
+        return Path(args.site_dir)
+    return Path(args.output_dir) / "site" if args.output_dir else build_dir() / "site"
+
+
+def _publish(out_dir: Path, site_dir: Path, profile: str) -> bool:
+    from h2arn.course.site import write_site   # nbconvert is only needed here
+
+    try:
+        index = write_site(out_dir, site_dir, profile)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    print(f"course site: {index}")
+    return True
 
 
 def executed_summary(out_dir: Path) -> list[NotebookResult]:
@@ -228,6 +282,11 @@ def _summary(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "ok" for r in results) else 1
 
 
+def _site(args: argparse.Namespace) -> int:
+    out_dir = Path(args.output_dir) if args.output_dir else build_dir() / "notebooks" / args.profile
+    return 0 if _publish(out_dir, _site_dir(args), args.profile) else 2
+
+
 def _check(args: argparse.Namespace) -> int:
     problems = [p for nb in select_notebooks(args.notebooks) for p in check_notebook(nb)]
     for p in problems:
@@ -248,11 +307,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--notebook-timeout", type=int, default=None, help="seconds per notebook")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failing notebook")
     run.add_argument("--log-output", action="store_true", help="stream cell output into the per-notebook log")
+    run.add_argument("--site-dir", default=None, help="where the HTML site goes (default: build/site/)")
+    run.add_argument("--no-site", action="store_true", help="do not write the HTML site")
     run.set_defaults(func=_run)
     summary = sub.add_parser("summary", help="table of the executed notebooks in build/notebooks/<profile>/")
     summary.add_argument("--profile", choices=PROFILES, default="ci")
     summary.add_argument("--output-dir", default=None)
     summary.set_defaults(func=_summary)
+    site = sub.add_parser("site", help="write build/site/ (HTML chapters + index) from executed notebooks")
+    site.add_argument("--profile", choices=PROFILES, default="ci")
+    site.add_argument("--output-dir", default=None, help="folder of executed notebooks (default: build/notebooks/<profile>/)")
+    site.add_argument("--site-dir", default=None, help="where the HTML site goes (default: build/site/)")
+    site.set_defaults(func=_site)
     check = sub.add_parser("check", help="static checks of the source notebooks")
     check.add_argument("notebooks", nargs="*")
     check.set_defaults(func=_check)
