@@ -11,6 +11,7 @@ it, so the folder can be copied or served as it is.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 from dataclasses import dataclass
@@ -61,16 +62,22 @@ def _error_cells(nb: dict) -> int:
 ERROR_CELL_TAG = "h2arn-error"   # on the page as class ``celltag_h2arn-error``: a cell whose output is an error
 
 
+@functools.lru_cache(maxsize=1)
+def _exporter():
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(template_name="lab")   # built once: the first export loads templates and CSS
+
+
 def _export_html(nb_path: Path) -> str:
     """The lab-style HTML page of an executed notebook, figures embedded, error cells marked by a tag."""
     import nbformat
-    from nbconvert import HTMLExporter
 
     nb = nbformat.read(nb_path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code" and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
             cell.metadata.setdefault("tags", []).append(ERROR_CELL_TAG)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    body, _ = _exporter().from_notebook_node(nb)
     return body.replace("</style>", ".celltag_h2arn-error { border-left: 4px solid #cf222e; }\n</style>", 1)
 
 
