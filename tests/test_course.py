@@ -10,7 +10,7 @@ from h2arn.course import runner as course
 
 def _write(path, cells):
     nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = dict(course.COURSE_KERNELSPEC)
     nbformat.write(nb, path)
     return path
 
@@ -56,6 +56,15 @@ def test_static_check_requires_exactly_one_parameters_cell_and_no_outputs(fake_r
     assert course.check_notebook(ok) == []
 
 
+def test_static_check_requires_the_course_kernelspec(fake_root):
+    path = _write(fake_root / "notebooks" / "00_py3.ipynb", [_params()])
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    problems = course.check_notebook(path)
+    assert len(problems) == 1 and "kernelspec is 'python3', not 'h2arn-course'" in problems[0]
+
+
 def test_notebook_without_parameters_cell_is_refused_before_running(fake_root, tmp_path, capsys):
     _write(fake_root / "notebooks" / "00_noparams.ipynb", [new_code_cell("x = 1")])
     assert course.main(["run", "--output-dir", str(tmp_path / "out")]) == 1
@@ -79,3 +88,5 @@ def test_failing_cell_is_reported_with_notebook_and_cell(fake_root, tmp_path, ca
     assert (tmp_path / "out" / "00_fails.ipynb").is_file()            # the executed copy is kept for inspection
     summary = {r.notebook: r.status for r in course.executed_summary(tmp_path / "out")}
     assert summary == {"00_fails.ipynb": "failed", "01_ok.ipynb": "ok"}
+    index = (tmp_path / "out" / "site" / "index.html").read_text(encoding="utf-8")   # the site lists both
+    assert "00_fails.html" in index and "failed (1 error cell)" in index and "01_ok.html" in index

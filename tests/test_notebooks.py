@@ -29,6 +29,8 @@ def test_notebook_is_committed_clean(path):
     assert not _MACHINE_PATH.search(text), f"{path.name} contains a machine path"
     nb = json.loads(text)
     assert "papermill" not in nb.get("metadata", {}), f"{path.name} is a papermill output, not a source"
+    assert nb["metadata"]["kernelspec"] == course.COURSE_KERNELSPEC, (
+        f"{path.name}: kernelspec must be {course.COURSE_KERNELSPEC} so JupyterLab starts the course kernel")
 
 
 @pytest.mark.notebooks

@@ -33,6 +33,7 @@ from pathlib import Path
 from h2arn.paths import build_dir, repo_root
 
 DEFAULT_KERNEL = "h2arn-course"
+COURSE_KERNELSPEC = {"name": DEFAULT_KERNEL, "display_name": "Python (h2arn-course)", "language": "python"}
 PROFILES = ("ci", "full")
 _NOTEBOOK_RE = re.compile(r"^\d\d_.*\.ipynb$")
 
@@ -82,12 +83,17 @@ def select_notebooks(selection: list[str], directory: Path | None = None) -> lis
 
 
 def check_notebook(path: Path) -> list[str]:
-    """Static problems of a source notebook: JSON, exactly one ``parameters`` cell, no committed outputs."""
+    """Static problems of a source notebook: JSON, exactly one ``parameters`` cell, no committed outputs,
+    and the course kernel in its metadata (``python3`` would start, in JupyterLab, a kernel without torch)."""
     try:
         nb = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         return [f"{path.name}: not a readable notebook ({exc})"]
     problems = []
+    kernelspec = nb.get("metadata", {}).get("kernelspec", {})
+    if kernelspec.get("name") != DEFAULT_KERNEL:
+        problems.append(f"{path.name}: kernelspec is '{kernelspec.get('name')}', not '{DEFAULT_KERNEL}'; set "
+                        f"metadata.kernelspec to {json.dumps(COURSE_KERNELSPEC)}")
     cells = nb.get("cells", [])
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(tagged) != 1:
