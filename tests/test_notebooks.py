@@ -39,3 +39,4 @@ def test_notebook_runs_with_ci_profile(path):
     result = course.run_notebook(path, "ci", build_dir() / "notebooks" / "ci", cell_timeout=600,
                                  notebook_timeout=900)
     assert result.status == "ok", result.message
+    assert course.executed_output_problems(result.output) == []

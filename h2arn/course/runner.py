@@ -204,6 +204,36 @@ def run_notebook(path: Path, profile: str, out_dir: Path, *, kernel: str = DEFAU
     return NotebookResult(name, "ok", seconds, "", output)
 
 
+_ECHO_RE = re.compile(r"^(PosixPath\(|WindowsPath\(|<torch\._C\.Generator|<matplotlib\.|\[<matplotlib\.)")
+_PROGRESS_RE = re.compile(r"\d+%\|")
+
+
+def executed_output_problems(output: Path) -> list[str]:
+    """What a reader of an executed notebook should not see: progress bars frozen in the saved outputs,
+    echoes of objects (``PosixPath(...)``, ``<torch._C.Generator ...>``, ``<matplotlib...>``; end the line
+    with ``;`` or assign it), and a chapter that calls ``save_figure`` but shows no figure inline."""
+    nb = json.loads(output.read_text(encoding="utf-8"))
+    problems, images, saves = [], 0, False
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        saves = saves or "save_figure(" in "".join(cell.get("source", ""))
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            images += "image/png" in data
+            text = "".join(data.get("text/plain", "")) if out.get("output_type") == "execute_result" else ""
+            stream = "".join(out.get("text", "")) if out.get("output_type") == "stream" else ""
+            if "application/vnd.jupyter.widget-view+json" in data and _PROGRESS_RE.search("".join(data.get("text/plain", ""))):
+                problems.append(f"{output.name} cell {i}: a progress-bar widget is saved in the output")
+            elif _PROGRESS_RE.search(stream):
+                problems.append(f"{output.name} cell {i}: a progress bar is saved in the output")
+            if _ECHO_RE.match(text.strip()):
+                problems.append(f"{output.name} cell {i}: echoes {text.strip()[:60]!r}; end the line with ';'")
+    if saves and not images:
+        problems.append(f"{output.name}: calls save_figure but shows no figure inline")
+    return problems
+
+
 def format_table(results: list[NotebookResult]) -> str:
     width = max([len("notebook")] + [len(r.notebook) for r in results])
     lines = [f"{'notebook':<{width}}  {'status':<8}  {'seconds':>8}", f"{'-' * width}  {'-' * 8}  {'-' * 8}"]
