@@ -90,3 +90,28 @@ def test_failing_cell_is_reported_with_notebook_and_cell(fake_root, tmp_path, ca
     assert summary == {"00_fails.ipynb": "failed", "01_ok.ipynb": "ok"}
     index = (tmp_path / "out" / "site" / "index.html").read_text(encoding="utf-8")   # the site lists both
     assert "00_fails.html" in index and "failed (1 error cell)" in index and "01_ok.html" in index
+
+
+def test_executed_output_problems_names_echoes_frozen_bars_and_missing_figures(tmp_path):
+    echo = new_code_cell("save_figure(fig, 'x')")
+    echo.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "PosixPath('/x/figures/x.png')"},
+                                           execution_count=1)]
+    bar = new_code_cell("train()")
+    bar.outputs = [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "m", "version_major": 2, "version_minor": 0},
+        "text/plain": "epochs:   0%|          | 0/8 [00:00<?, ?it/s]"})]
+    dirty = _write(tmp_path / "00_dirty.ipynb", [_params(), echo, bar])
+    problems = course.executed_output_problems(dirty)
+    assert any("echoes \"PosixPath(" in p and "end the line with ';'" in p for p in problems)
+    assert any("progress-bar widget" in p for p in problems)
+    assert any("calls save_figure but shows no figure inline" in p for p in problems)
+    shown = new_code_cell("save_figure(fig, 'x');")
+    shown.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})]
+    assert course.executed_output_problems(_write(tmp_path / "01_clean.ipynb", [_params(), shown])) == []
+
+
+def test_batch_kernels_draw_inline_and_keep_progress_bars_out_of_saved_outputs(tmp_path):
+    env = course.batch_kernel_env(tmp_path / "k")
+    assert env["MPLBACKEND"] == "module://matplotlib_inline.backend_inline"
+    startup = tmp_path / "k" / "ipython" / "profile_default" / "startup" / "00_h2arn_batch.py"
+    assert env["IPYTHONDIR"] == str(tmp_path / "k" / "ipython") and "tqdm.std" in startup.read_text()
