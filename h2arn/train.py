@@ -433,8 +433,9 @@ def check_feature_dims(split: FeatureSplit, d_txt: int | None, d_pcd: int | None
                     f"requested. Fix: pass {name} {got} (or leave it out: it is read from the features), or point "
                     f"to features extracted with the encoder the model expects.")
             raise FeatureError(
-                f"{', '.join(split.sources)}: the {what} {kind} features have width {got} but {reference} have "
-                f"width {want}. Fix: use {what} features extracted with the same encoders as {reference}.")
+                f"{', '.join(split.sources)}: the {what} {kind} features have width {got}, but the width expected "
+                f"from {reference} is {want} (no flag asked for it). Fix: use {what} features extracted with the "
+                f"same encoders as {reference}.")
 
 
 def _check_links_exist(links: Sequence[str | os.PathLike], what: str) -> None:
