@@ -26,7 +26,7 @@ import torch
 from .checkpoint import CheckpointError, load_model_file
 from .cli import UsageError, run_cli
 from .device import DeviceError, resolve_device
-from .features import FeatureError, FeatureSplit, atomic_write_json, load_feature_splits
+from .features import FeatureError, FeatureSplit, _link_index, atomic_write_json, load_feature_splits
 
 __all__ = ["load_test_split", "evaluate_checkpoint", "format_metrics", "main"]
 
@@ -54,8 +54,8 @@ def load_test_split(link_paths: Sequence[str | os.PathLike], txt_path: str | Non
         raise FeatureError(f"{link}: link file not found. Fix: pass the *_link_test.json written by extraction.")
     try:
         entries = json.loads(link.read_text(encoding="utf-8"))
-        rewritten = [[[str(Path(txt_path).resolve()) if txt_path else str(_abs(t[0], link)), _index(t[1])],
-                      [str(Path(cld_path).resolve()) if cld_path else str(_abs(p[0], link)), _index(p[1])]]
+        rewritten = [[[str(Path(txt_path).resolve()) if txt_path else str(_abs(t[0], link)), _link_index(t[1])],
+                      [str(Path(cld_path).resolve()) if cld_path else str(_abs(p[0], link)), _link_index(p[1])]]
                      for t, p in entries]
     except Exception as exc:
         raise FeatureError(f"{link}: not a valid link file ({exc}). Fix: re-run feature extraction.") from exc
@@ -78,12 +78,6 @@ def load_test_split(link_paths: Sequence[str | os.PathLike], txt_path: str | Non
         split.meta = m
     return split
 
-
-def _index(value) -> int:
-    """A link index must be a JSON integer: ``1.7`` (or ``true``) would be silently truncated to a wrong row."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"index {value!r} is not an integer")
-    return value
 
 
 def _abs(entry: str, link: Path) -> Path:
