@@ -192,7 +192,7 @@ def expmap0(v: Tensor, c: Curvature) -> Tensor:
     r_clamped = torch.minimum(r, cap) if torch.is_tensor(cap) else r.clamp_max(cap)
     # rescale v so that its radius is the clamped one (identity when not saturated)
     scale = torch.where(r > r_clamped, r_clamped / r.clamp_min(_tiny(v.dtype)), torch.ones_like(r))
-    x_space = _sinhc(r_clamped) * v * scale
+    x_space = v * (scale * _sinhc(r_clamped))   # scale first: sinhc * v alone can overflow float16
     return lift(x_space, c)
 
 
@@ -286,6 +286,9 @@ def pairwise_dist(x: Tensor, y: Tensor, c: Curvature) -> Tensor:
     return 2.0 / c_t.sqrt() * torch.asinh(torch.sqrt(0.5 * z))
 
 
+# dtypes where z = cosh(d) of two points within max_radius can exceed sqrt(finfo.max) (float16 from d ~ 6.2,
+# float64 near r = 300); float32 (z <= cosh(30) ~ 5e12) keeps the faster z^2 - 1
+_SQUARE_OVERFLOWS = (torch.float16, torch.float64)
 _BLOCK_ELEMENTS = 1 << 22   # ~16 MB of float32 per row block: the elementwise passes stay in cache
 
 
@@ -305,7 +308,7 @@ def _pairwise_dist_inference(x: Tensor, y: Tensor, c: float) -> Tensor:
         torch.mm(x_scaled[start:start + rows], y_t, out=z)
         z.clamp_min_(1.0)
         root = scratch[: z.shape[0]]
-        if z.dtype == torch.float16:   # z^2 overflows 65504 from d ~ 6.2: use sqrt(z - 1) * sqrt(z + 1)
+        if z.dtype in _SQUARE_OVERFLOWS:   # z^2 overflows at max_radius there: sqrt(z - 1) * sqrt(z + 1)
             torch.sub(z, 1.0, out=root).sqrt_().mul_((z + 1.0).sqrt_())
         else:
             torch.addcmul(minus_one, z, z, out=root)
