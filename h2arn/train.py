@@ -316,14 +316,15 @@ def check_outputs(cfg: TrainConfig) -> None:
             raise UsageError(f"{flag} {path} is also given as {inputs[key]}: training would overwrite its input. "
                              f"Fix: pass another {flag}.")
         seen[key] = flag
+    for flag, path in outputs.items():
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder, but {flag} must be a file path. Fix: pass a file path.")
     if not cfg.resume and not cfg.overwrite:
         existing = [p for p in outputs.values() if p.exists()]
         if existing:
             raise UsageError(f"{existing[0]} already exists: this run folder holds an earlier run. Fix: pass --resume "
                              f"to continue it, --overwrite to replace it, or another --run_dir/--save_model_path.")
     for flag, path in outputs.items():
-        if path.is_dir():
-            raise UsageError(f"{path} is a folder, but {flag} must be a file path. Fix: pass a file path.")
         _probe_writable(path.parent, flag)
 
 
