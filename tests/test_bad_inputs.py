@@ -249,7 +249,8 @@ CATALOGUE: list[Case] = [
     Case("train --checkpoint_path == metrics.json", "train",
          lambda e: e.train_args("--checkpoint_path", e.tmp / "run" / "metrics.json"), ("same file", "metrics.json")),
     Case("train --save_model_path on the input link file", "train",
-         lambda e: e.train_args("--save_model_path", link(e.feats, "train")), ("--train_link", "overwrite")),
+         lambda e: e.train_args("--save_model_path", link(e.own_feats(), "train"), feats=e.own_feats()),
+         ("--train_link", "overwrite")),
     # item 5: outputs checked writable before the first epoch, naming the path
     Case("train --run_dir under a file", "train",
          lambda e: e.train_args("--run_dir", e.tmp / "afile" / "run"), ("afile", "is a file", "folder"),
@@ -381,3 +382,21 @@ def test_python_m_entry_point_prints_one_line(tmp_path):
     assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "nothing was deleted" in proc.stderr
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+
+
+def test_point_files_are_read_in_chunks_with_exact_line_numbers(tmp_path, monkeypatch):
+    """The streaming reader (item 8: a 150 MB file took 2 GB) gives the same array as a whole-file parse, and
+    an error in a later chunk still names the right line."""
+    from h2arn.data import t3drhit
+
+    monkeypatch.setattr(t3drhit, "_LINES_PER_CHUNK", 1)      # ~64 characters per chunk: many chunks
+    rows = np.random.default_rng(0).uniform(0, 1, (50, 7))
+    path = tmp_path / "model.txt"
+    np.savetxt(path, rows, fmt="%.5f")
+    got = t3drhit.read_points(path)
+    assert got.shape == (50, 7) and np.allclose(got, rows.astype(np.float32), atol=1e-5)
+    lines = path.read_text().splitlines()
+    lines[41] = "0.1 0.2 1e30 0.5 0.5 0.5 0"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(t3drhit.DatasetError, match="line 42 has coordinate z"):
+        t3drhit.read_points(path, shape="vase_b")
