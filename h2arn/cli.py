@@ -48,7 +48,8 @@ def run_cli(body: Callable[[], int | None], errors: Sequence[type[BaseException]
         print(_one_line(exc).replace("error: ", "interrupted: ", 1), file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("interrupted: stopped by Ctrl-C before anything was written.", file=sys.stderr)
+        print("interrupted: stopped by Ctrl-C; files are written atomically, so no half-written file was left.",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except known as exc:
         print(_one_line(exc), file=sys.stderr)

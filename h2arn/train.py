@@ -639,8 +639,7 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
     txt_to_pc = train_split.txt_to_pc.to(device)
     loss_cfg = _loss_config_dict(criterion)
     n_params = sum(p.numel() for p in model.parameters())
-    if is_main:
-        _check_free_space(cfg, n_params)
+    _check_free_space(cfg, n_params)   # every rank: a refusal on rank 0 alone would leave the others waiting
     _log(f"training on {device}: {train_split.num_texts} train links / {train_split.num_clouds} clouds, "
          f"{val_split.num_texts} val links / {val_split.num_clouds} clouds, {n_params:,} parameters, "
          f"{cfg.num_epochs} epochs x {len(batcher)} steps. Model selection: {SELECTION_NOTE}.", quiet)
