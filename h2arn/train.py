@@ -166,6 +166,7 @@ class Range:
     integer: bool = False
     optional: bool = False         # None is allowed (read from the features / a default)
     choices: tuple = ()
+    note: str = ""                 # printed after the range, e.g. what a special value means
 
     def accepts(self, value) -> bool:
         if value is None:
@@ -194,7 +195,8 @@ class Range:
         elif not self.integer:
             kind = "a finite number" if self.hi_open else kind
         text = f"{kind} {' and '.join(parts)}".strip()
-        return text + (" (or left out)" if self.optional else "")
+        text += " (or left out)" if self.optional else ""
+        return text + (f" ({self.note})" if self.note else "")
 
 
 _POSITIVE_INT = Range(lo=1, integer=True)
@@ -214,7 +216,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "warmup_ratio": Range(lo=0.0, hi=1.0),
     "weight_decay": _NON_NEGATIVE,
     # 0 would freeze training and a negative value turns clip_grad_norm_ into gradient ascent; inf = no clipping
-    "grad_clip": Range(lo=0.0, lo_open=True),
+    "grad_clip": Range(lo=0.0, lo_open=True, note="inf = no clipping"),
     "adam_eps": _POSITIVE,
     "loss_lambda": _NON_NEGATIVE,
     "loss_temp": _POSITIVE,
