@@ -614,12 +614,12 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
         if diffs:
             raise CheckpointError(f"{ckpt_path}: cannot resume, these settings differ from the checkpoint's: "
                                   + ", ".join(f"{k} ({stored[k]!r} vs {getattr(cfg, k)!r})" for k in diffs)
-                                  + ". Fix: resume with the original flags, or drop --resume to start afresh.")
+                                  + ". Fix: resume with the original flags, or pass --overwrite instead of --resume to start afresh.")
         try:
             model.load_state_dict(ck["state_dict"], strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{ckpt_path}: weights do not fit this model ({str(exc)[:300]}). Fix: resume "
-                                  "with the original flags or drop --resume.") from exc
+                                  "with the original flags, or pass --overwrite instead of --resume to start afresh.") from exc
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         rng_ranks = ck.get("rng_ranks") or []
@@ -732,7 +732,9 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
     if distributed:
         broadcast_object(None)   # barrier: every file of rank 0 is complete before any rank returns
     if not history:
-        raise CheckpointError(f"{ckpt_path}: nothing to do (start epoch {start_epoch} > {stop_at}).")
+        raise CheckpointError(f"{ckpt_path}: nothing to resume, the run already finished epoch {start_epoch - 1} of "
+                              f"{cfg.num_epochs}. Fix: use its results, or pass --overwrite instead of --resume to "
+                              "train it again.")
     if history and history[-1]["epoch"] == cfg.num_epochs:
         write_metrics(complete=True)
     _log(f"best epoch {best['epoch']} (val Rsum {best['val_rsum']:.2f}) saved to {save_path}; "

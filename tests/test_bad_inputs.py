@@ -400,3 +400,27 @@ def test_point_files_are_read_in_chunks_with_exact_line_numbers(tmp_path, monkey
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(t3drhit.DatasetError, match="line 42 has coordinate z"):
         t3drhit.read_points(path, shape="vase_b")
+
+
+def test_overwrite_and_resume_are_the_ways_to_rerun(shared, tmp_path, monkeypatch, capsys):
+    """Positive controls for item 6: the refused rerun works with --overwrite (replaces) or --resume (continues)."""
+    env = Env(feats=shared[0], model=Path(shared[1]), tmp=tmp_path, monkeypatch=monkeypatch)
+    assert T.main(env.train_args()) == 0
+    assert T.main(env.train_args()) == 2 and "--overwrite" in capsys.readouterr().err
+    assert T.main(env.train_args("--overwrite")) == 0
+    assert T.main(env.train_args("--resume")) == 0                 # a finished run: its results, nothing retrained
+    cfg = T.TrainConfig.from_dict({**vars(T.build_parser().parse_args(env.train_args("--num_epochs", "2",
+                                                                                     "--overwrite"))), "quiet": None})
+    T.train(cfg, stop_after_epoch=1, quiet=True)                  # as if interrupted after epoch 1
+    assert T.main(env.train_args("--num_epochs", "2", "--resume")) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2] and metrics["complete"]
+
+
+def test_validate_config_is_the_api_check_too(tmp_path):
+    """The Python API refuses what the CLI refuses, before any file is written."""
+    from h2arn.cli import UsageError
+
+    with pytest.raises(UsageError, match=r"--grad_clip -1.0 is out of range: it must be a number > 0"):
+        T.train(T.TrainConfig(grad_clip=-1.0, run_dir=str(tmp_path / "run")), quiet=True)
+    assert not (tmp_path / "run").exists()
