@@ -102,8 +102,8 @@ def _check_cloud_file(cloud: Path, name: str, caption_file: Path) -> None:
     except OSError as exc:
         cause = ("is a symlink loop" if exc.errno == errno.ELOOP else
                  "is missing" if exc.errno == errno.ENOENT else f"cannot be read ({exc.strerror})")
-        raise ExtractError(f"{caption_file} names shape {name!r} but its point file {cloud} {cause}. Fix: "
-                           "re-download/unpack the complete dataset or regenerate it, or remove the caption entry.") from None
+        raise ExtractError(f"{caption_file} names shape {name!r} but its point file {cloud} {cause}. Fix: re-download/"
+                           "unpack the complete dataset or regenerate it, or remove the caption entry.") from None
     if not cloud.is_file():
         raise ExtractError(f"{caption_file} names shape {name!r} but {cloud} is not a file. Fix: put the shape's point "
                            "file there, or remove the caption entry.")

@@ -100,7 +100,8 @@ def evaluate_checkpoint(best_model_path: str | os.PathLike, test_links: Sequence
     model, payload = load_model_file(best_model_path, dev, expect_config=expect_config)
     split = load_test_split(test_links, test_txt_path, test_cld_path)
     mc = payload["model_config"]
-    check_feature_dims(split, mc["d_txt"], mc["d_pcd"], "test", reference=f"the model in {best_model_path} (trained on d_txt={mc['d_txt']}, d_pcd={mc['d_pcd']})")
+    check_feature_dims(split, mc["d_txt"], mc["d_pcd"], "test",
+                       reference=f"the model in {best_model_path} (trained on d_txt={mc['d_txt']}, d_pcd={mc['d_pcd']})")
     metrics = evaluate_split(model, split, dev, batch_size, amp)
     metrics.update({"num_texts": split.num_texts, "num_clouds": split.num_clouds,
                     "best_model_path": str(best_model_path), "epoch": payload.get("epoch"),

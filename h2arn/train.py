@@ -614,12 +614,14 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
         if diffs:
             raise CheckpointError(f"{ckpt_path}: cannot resume, these settings differ from the checkpoint's: "
                                   + ", ".join(f"{k} ({stored[k]!r} vs {getattr(cfg, k)!r})" for k in diffs)
-                                  + ". Fix: resume with the original flags, or pass --overwrite instead of --resume to start afresh.")
+                                  + ". Fix: resume with the original flags, or pass --overwrite instead of --resume "
+                                  "to start afresh.")
         try:
             model.load_state_dict(ck["state_dict"], strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{ckpt_path}: weights do not fit this model ({str(exc)[:300]}). Fix: resume "
-                                  "with the original flags, or pass --overwrite instead of --resume to start afresh.") from exc
+                                  "with the original flags, or pass --overwrite instead of --resume to start "
+                                  "afresh.") from exc
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         rng_ranks = ck.get("rng_ranks") or []

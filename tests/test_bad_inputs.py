@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -129,7 +129,8 @@ def _float_mask(env: Env) -> None:
 
 def _other_width_val(env: Env) -> None:
     n = 4
-    F.write_split(env.tmp / "wide", "Elephant", "val", txt=torch.randn(n, 3, 9), txt_mask=torch.ones(n, 3, dtype=torch.bool),
+    F.write_split(env.tmp / "wide", "Elephant", "val", txt=torch.randn(n, 3, 9),
+                  txt_mask=torch.ones(n, 3, dtype=torch.bool),
                   pc=torch.randn(n, 5, 10), pc_mask=torch.ones(n, 5, dtype=torch.bool),
                   links=[(i, i) for i in range(n)], txt_model="FAKE", pc_model="FAKEPC")
 
