@@ -8,6 +8,10 @@ from typing import Iterator
 import torch
 
 
+class DeviceError(RuntimeError):
+    """The requested device does not exist on this machine (the message says which one to use)."""
+
+
 def resolve_device(requested: str | torch.device | None = "auto") -> torch.device:
     """``"auto"``/``None`` -> cuda if available else cpu; an explicit request is honoured or refused.
 
@@ -16,15 +20,19 @@ def resolve_device(requested: str | torch.device | None = "auto") -> torch.devic
     """
     if requested is None or str(requested) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"device {str(requested)!r} is not a device name ({exc}). Fix: pass --device auto, cpu, "
+                          "cuda or cuda:N.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise DeviceError(
             f"device '{requested}' was requested but this machine has no CUDA GPU "
             f"(torch {torch.__version__}, cuda build: {torch.version.cuda}). "
             "Fix: pass --device cpu (or device='auto'), or install a CUDA build of torch on a GPU machine."
         )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"device '{requested}' was requested but MPS is not available. Fix: use --device cpu.")
+        raise DeviceError(f"device '{requested}' was requested but MPS is not available. Fix: use --device cpu.")
     return device
 
 

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .device import resolve_device
+from .cli import run_cli
+from .device import DeviceError, resolve_device
 from .encoders import canonical_pc_name
 from .encoders.pretrain import (DEFAULT_TRAINING, category_of, cpu_threads_for_small_batches, data_api,
                                 ensure_pretrained, fingerprint_files)
@@ -84,9 +84,29 @@ def _split_inputs(root: Path, subset: str, split: str) -> list[Path]:
     from .data.t3drhit import caption_path, cloud_path, read_captions
 
     cap = caption_path(root, subset, split)
-    files = [cap] + [cloud_path(root, subset, split, n) for n in read_captions(cap)]
+    files = [cap]
+    for name in read_captions(cap):
+        cloud = cloud_path(root, subset, split, name)
+        _check_cloud_file(cloud, name, cap)
+        files.append(cloud)
     meta = root / "metadata.json"
     return files + ([meta] if meta.is_file() else [])
+
+
+def _check_cloud_file(cloud: Path, name: str, caption_file: Path) -> None:
+    """The point file of a caption's shape must be a readable file: name the caption file and the shape if not."""
+    import errno
+
+    try:
+        cloud.stat()
+    except OSError as exc:
+        cause = ("is a symlink loop" if exc.errno == errno.ELOOP else
+                 "is missing" if exc.errno == errno.ENOENT else f"cannot be read ({exc.strerror})")
+        raise ExtractError(f"{caption_file} names shape {name!r} but its point file {cloud} {cause}. Fix: re-download/"
+                           "unpack the complete dataset or regenerate it, or remove the caption entry.") from None
+    if not cloud.is_file():
+        raise ExtractError(f"{caption_file} names shape {name!r} but {cloud} is not a file. Fix: put the shape's point "
+                           "file there, or remove the caption entry.")
 
 
 def _caption_meta(record, k: int, caption: str) -> dict:
@@ -330,20 +350,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .data.t3drhit import DatasetError
+    from .encoders.pretrain import PretrainError
+
     args = build_parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         summary = extract(args.base_data_dir, args.pc_model, args.txt_model, args.num_points,
                           output_dir=args.output_dir, device=args.device, batch_size=args.batch_size,
                           pc_weights=args.pc_weights, txt_model_path=args.txt_model_path, num_tokens=args.num_tokens,
                           pooling=args.pooling, max_length=args.max_length, splits=args.splits,
                           allow_download=args.allow_download,
                           pretrain_training={**DEFAULT_TRAINING, "epochs": args.pretrain_epochs}, force=args.force)
-    except (ExtractError, CheckpointError, TextEncoderError, FeatureError, RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"features in {summary['output_dir']}: written {summary['written'] or 'nothing'}; "
-          f"up to date {summary['skipped'] or 'none'}; point weights {summary['pc_weights']}")
-    return 0
+        print(f"features in {summary['output_dir']}: written {summary['written'] or 'nothing'}; "
+              f"up to date {summary['skipped'] or 'none'}; point weights {summary['pc_weights']}")
+        return 0
+
+    # ValueError too: an unknown --pc_model (h2arn.encoders) is one, as are all the package's input errors
+    return run_cli(body, (ExtractError, CheckpointError, TextEncoderError, FeatureError, DatasetError, PretrainError,
+                          DeviceError, ValueError))
 
 
 if __name__ == "__main__":

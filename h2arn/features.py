@@ -187,7 +187,9 @@ def _load_tokens_with_mask(path: Path) -> tuple[Tensor, Tensor]:
     feats = _load_tensor(path)
     mpath = mask_path_for(path)
     if mpath.is_file():
-        mask = _load_tensor(mpath).bool()
+        mask = _load_tensor(mpath)
+        if mask.dtype != torch.bool:   # .bool() would turn 0.3 or -1 into True without a word
+            raise FeatureError(f"{mpath}: mask has dtype {mask.dtype}, expected torch.bool. {_FIX}")
     else:
         warnings.warn(f"{mpath} not found: treating every token of {path.name} as valid (official "
                       "features carry no mask, so padding tokens will take part as in the original code).",
@@ -195,6 +197,13 @@ def _load_tokens_with_mask(path: Path) -> tuple[Tensor, Tensor]:
         mask = torch.ones(feats.shape[:2], dtype=torch.bool)
     _check_tokens(feats, mask, path)
     return feats.float(), mask
+
+
+def _link_index(value) -> int:
+    """Link indices are JSON integers; ``int(1.7)`` would silently pair a caption with the wrong row."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"index {value!r} is not an integer")
+    return value
 
 
 def _resolve(entry_path: str, link_path: Path) -> Path:
@@ -234,7 +243,7 @@ def load_feature_splits(link_paths: Iterable[str | os.PathLike]) -> FeatureSplit
             raise FeatureError(f"{link_path}: link file not found. {_FIX}")
         try:
             entries = json.loads(link_path.read_text(encoding="utf-8"))
-            pairs = [((str(t[0]), int(t[1])), (str(p[0]), int(p[1]))) for t, p in entries]
+            pairs = [((str(t[0]), _link_index(t[1])), (str(p[0]), _link_index(p[1]))) for t, p in entries]
         except Exception as exc:
             raise FeatureError(f"{link_path}: not a valid link file (expected a JSON list of "
                                f"[[txt_path, i], [pc_path, j]]): {exc}. {_FIX}") from exc

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -25,8 +24,9 @@ from typing import Mapping, Sequence
 import torch
 
 from .checkpoint import CheckpointError, load_model_file
-from .device import resolve_device
-from .features import FeatureError, FeatureSplit, atomic_write_json, load_feature_splits
+from .cli import UsageError, run_cli
+from .device import DeviceError, resolve_device
+from .features import FeatureError, FeatureSplit, _link_index, atomic_write_json, load_feature_splits
 
 __all__ = ["load_test_split", "evaluate_checkpoint", "format_metrics", "main"]
 
@@ -54,8 +54,8 @@ def load_test_split(link_paths: Sequence[str | os.PathLike], txt_path: str | Non
         raise FeatureError(f"{link}: link file not found. Fix: pass the *_link_test.json written by extraction.")
     try:
         entries = json.loads(link.read_text(encoding="utf-8"))
-        rewritten = [[[str(Path(txt_path).resolve()) if txt_path else str(_abs(t[0], link)), int(t[1])],
-                      [str(Path(cld_path).resolve()) if cld_path else str(_abs(p[0], link)), int(p[1])]]
+        rewritten = [[[str(Path(txt_path).resolve()) if txt_path else str(_abs(t[0], link)), _link_index(t[1])],
+                      [str(Path(cld_path).resolve()) if cld_path else str(_abs(p[0], link)), _link_index(p[1])]]
                      for t, p in entries]
     except Exception as exc:
         raise FeatureError(f"{link}: not a valid link file ({exc}). Fix: re-run feature extraction.") from exc
@@ -66,10 +66,18 @@ def load_test_split(link_paths: Sequence[str | os.PathLike], txt_path: str | Non
     split.sources = [str(link)]
     meta = link.with_name(link.name.replace("_link_", "_meta_", 1))
     if meta.is_file():
-        m = json.loads(meta.read_text(encoding="utf-8"))
-        if len(m) == split.num_texts:
-            split.meta = m
+        try:
+            m = json.loads(meta.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FeatureError(f"{meta}: not valid JSON ({exc}). Fix: re-run feature extraction, or delete the "
+                               "meta file (it only labels the captions).") from None
+        if not isinstance(m, list) or len(m) != split.num_texts:
+            raise FeatureError(f"{meta}: expected a list of {split.num_texts} entries (one per caption of {link}), "
+                               f"found {type(m).__name__} of length {len(m) if hasattr(m, '__len__') else '?'}. "
+                               "Fix: re-run feature extraction.")
+        split.meta = m
     return split
+
 
 
 def _abs(entry: str, link: Path) -> Path:
@@ -92,11 +100,8 @@ def evaluate_checkpoint(best_model_path: str | os.PathLike, test_links: Sequence
     model, payload = load_model_file(best_model_path, dev, expect_config=expect_config)
     split = load_test_split(test_links, test_txt_path, test_cld_path)
     mc = payload["model_config"]
-    try:
-        check_feature_dims(split, mc["d_txt"], mc["d_pcd"], "test")
-    except FeatureError as exc:
-        raise FeatureError(f"{exc} (the model in {best_model_path} was trained on d_txt={mc['d_txt']}, "
-                           f"d_pcd={mc['d_pcd']}; evaluate it on features from the same encoders.)") from None
+    check_feature_dims(split, mc["d_txt"], mc["d_pcd"], "test",
+                       reference=f"the model in {best_model_path} (trained on d_txt={mc['d_txt']}, d_pcd={mc['d_pcd']})")
     metrics = evaluate_split(model, split, dev, batch_size, amp)
     metrics.update({"num_texts": split.num_texts, "num_clouds": split.num_clouds,
                     "best_model_path": str(best_model_path), "epoch": payload.get("epoch"),
@@ -129,22 +134,47 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_output_json(path: str | os.PathLike) -> None:
+    """Refuse an ``--output_json`` that cannot be written, before the (possibly long) evaluation."""
+    out = Path(path)
+    if out.is_dir():
+        raise UsageError(f"--output_json {out} is a folder. Fix: pass a file path such as {out / 'metrics.json'}.")
+    folder = out.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--output_json {out}: {existing} is a file where a folder should be. Fix: pass another path.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".h2arn-write-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--output_json {out}: the folder {folder} is not writable ({exc.strerror or exc}). Fix: "
+                         "pass a path in a writable folder.") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     expect = {k: getattr(args, k) for k in ("d_txt", "d_pcd", "d_model", "nhead", "num_layers")}
-    try:
+
+    def body() -> int:
+        if args.batch_size < 1:
+            raise UsageError(f"--batch_size {args.batch_size} is out of range: it must be an integer >= 1. "
+                             "Fix: pass e.g. --batch_size 512 (the default).")
+        if args.output_json:
+            check_output_json(args.output_json)
         metrics = evaluate_checkpoint(args.best_model_path, args.test_link_path, test_txt_path=args.test_txt_path,
                                       test_cld_path=args.test_cld_path, device=args.device, expect_config=expect,
                                       batch_size=args.batch_size, amp=args.amp)
-    except (FeatureError, CheckpointError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{metrics['num_texts']} texts x {metrics['num_clouds']} clouds from {', '.join(metrics['test_links'])}")
-    print(format_metrics(metrics))
-    if args.output_json:
-        atomic_write_json(metrics, args.output_json, indent=1)
-        print(f"metrics written to {args.output_json}")
-    return 0
+        print(f"{metrics['num_texts']} texts x {metrics['num_clouds']} clouds from {', '.join(metrics['test_links'])}")
+        print(format_metrics(metrics))
+        if args.output_json:
+            atomic_write_json(metrics, args.output_json, indent=1)
+            print(f"metrics written to {args.output_json}")
+        return 0
+
+    return run_cli(body, (FeatureError, CheckpointError, DeviceError))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,12 @@ Numerics (why the formulas look the way they do)
   catastrophically, and whose gradient at ``x == y`` is finite; far pairs use ``acosh``, where the
   chord form cancels instead (:func:`dist`).
 * The log map at the origin uses ``asinh(sqrt(c)||x_s||)`` instead of ``acosh(sqrt(c) x_0)``.
-* The exp map saturates at ``sqrt(c)||v|| = max_radius(dtype)`` (:func:`max_radius`) so
-  that ``x_0**2`` stays finite: 15 in float32 (``cosh(15)**2 ~ 1e12``), 11 in half precision
-  (fits 65504), 300 in float64. Beyond it the map is clamped, not wrong: points stay on the
+* The exp map saturates at ``sqrt(c)||v|| = max_radius(dtype, c)`` (:func:`max_radius`): 15 in
+  float32, 11 in bfloat16, 300 in float64 (precision limits), and in float16 where the time
+  coordinate stops fitting: ``4 x_0^2 = 4 cosh(r)^2 / min(c, 1)`` must stay below 65504 so that
+  ``x_0^2``, ``||x - y||^2 <= 4 x_0^2`` and ``c <x, y>_L`` of two such points are finite
+  (r = 5.55 at c = 1, 4.39 at c = 0.1; the old fixed 11 let x_0 overflow from r ~ 6.2 and
+  distances from r ~ 5.5). Beyond it the map is clamped, not wrong: points stay on the
   manifold, but exp/log no longer invert. This is documented and tested on both sides.
 * The time coordinate is always recomputed from the space part (``sqrt(1/c + ||x_s||^2)``),
   so every point this module returns lies on the hyperboloid to rounding.
@@ -47,6 +50,7 @@ __all__ = [
     "exterior_angle", "pairwise_exterior_angle", "centroid",
 ]
 
+# precision limits of the radius sqrt(c)||v|| (see max_radius for the overflow limit that float16 adds)
 _MAX_RADIUS = {torch.float16: 11.0, torch.bfloat16: 11.0, torch.float32: 15.0, torch.float64: 300.0}
 
 
@@ -63,9 +67,30 @@ def _tiny(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).tiny
 
 
-def max_radius(dtype: torch.dtype) -> float:
-    """Largest ``sqrt(c) * ||v||`` the exp map accepts in ``dtype`` before it saturates."""
-    return _MAX_RADIUS.get(dtype, 15.0)
+def max_radius(dtype: torch.dtype, c: float = 1.0) -> float:
+    """Largest ``sqrt(c) * ||v||`` the exp map accepts in ``dtype`` (at curvature ``c``) before it saturates.
+
+    The smaller of the precision limit (table above) and the overflow limit
+    ``acosh(sqrt(finfo.max * min(c, 1)) / 2)``: at that radius ``4 x_0^2`` (and ``4 c x_0^2``) reach the
+    largest finite number, so the time coordinate, chord lengths and inner products of two points stay
+    finite. Only float16 is bound by overflow for curvatures in ``[1e-6, 1e6]``.
+    """
+    return min(_MAX_RADIUS.get(dtype, 15.0), _overflow_radius(torch.finfo(dtype).max * min(float(c), 1.0)))
+
+
+def _overflow_radius(scaled_max: float) -> float:
+    return math.acosh(max(1.0, math.sqrt(max(scaled_max, 0.0)) / 2.0))
+
+
+def _radius_cap(dtype: torch.dtype, c: Curvature, ref: Tensor) -> Union[float, Tensor]:
+    """:func:`max_radius` for a float or tensor curvature (a tensor cap broadcasts like ``_as_c``)."""
+    if not torch.is_tensor(c):
+        return max_radius(dtype, float(c))
+    if dtype != torch.float16:   # the overflow limit is above the precision limit for any plausible c
+        return _MAX_RADIUS.get(dtype, 15.0)
+    c_t = _as_c(c.detach(), ref).float()
+    cap = torch.acosh((c_t.clamp(max=1.0) * torch.finfo(dtype).max).sqrt().mul(0.5).clamp_min(1.0))
+    return cap.clamp(max=_MAX_RADIUS[dtype]).to(dtype)
 
 
 def _as_c(c: Curvature, ref: Tensor) -> Tensor:
@@ -163,10 +188,11 @@ def expmap0(v: Tensor, c: Curvature) -> Tensor:
     sqrt_c = _as_c(c, v).sqrt()
     norm = v.norm(dim=-1, keepdim=True)
     r = sqrt_c * norm
-    r_clamped = r.clamp_max(max_radius(v.dtype))
+    cap = _radius_cap(v.dtype, c, v)
+    r_clamped = torch.minimum(r, cap) if torch.is_tensor(cap) else r.clamp_max(cap)
     # rescale v so that its radius is the clamped one (identity when not saturated)
     scale = torch.where(r > r_clamped, r_clamped / r.clamp_min(_tiny(v.dtype)), torch.ones_like(r))
-    x_space = _sinhc(r_clamped) * v * scale
+    x_space = v * (scale * _sinhc(r_clamped))   # scale first: sinhc * v alone can overflow float16
     return lift(x_space, c)
 
 
@@ -190,7 +216,9 @@ def expmap(x: Tensor, u: Tensor, c: Curvature) -> Tensor:
     """
     sqrt_c = _as_c(c, x).sqrt()
     n = tangent_norm(u, keepdim=True)
-    r = (sqrt_c * n).clamp_max(max_radius(x.dtype))
+    r = sqrt_c * n
+    cap = _radius_cap(x.dtype, c, x)
+    r = torch.minimum(r, cap) if torch.is_tensor(cap) else r.clamp_max(cap)
     return project(torch.cosh(r) * x + _sinhc(r) * u, c)
 
 
@@ -258,6 +286,9 @@ def pairwise_dist(x: Tensor, y: Tensor, c: Curvature) -> Tensor:
     return 2.0 / c_t.sqrt() * torch.asinh(torch.sqrt(0.5 * z))
 
 
+# dtypes where z = cosh(d) of two points within max_radius can exceed sqrt(finfo.max) (float16 from d ~ 6.2,
+# float64 near r = 300); float32 (z <= cosh(30) ~ 5e12) keeps the faster z^2 - 1
+_SQUARE_OVERFLOWS = (torch.float16, torch.float64)
 _BLOCK_ELEMENTS = 1 << 22   # ~16 MB of float32 per row block: the elementwise passes stay in cache
 
 
@@ -277,8 +308,12 @@ def _pairwise_dist_inference(x: Tensor, y: Tensor, c: float) -> Tensor:
         torch.mm(x_scaled[start:start + rows], y_t, out=z)
         z.clamp_min_(1.0)
         root = scratch[: z.shape[0]]
-        torch.addcmul(minus_one, z, z, out=root)
-        z.add_(root.sqrt_()).log_()
+        if z.dtype in _SQUARE_OVERFLOWS:   # z^2 overflows at max_radius there: sqrt(z - 1) * sqrt(z + 1)
+            torch.sub(z, 1.0, out=root).sqrt_().mul_((z + 1.0).sqrt_())
+        else:
+            torch.addcmul(minus_one, z, z, out=root)
+            root.sqrt_()
+        z.add_(root).log_()
         if c != 1.0:
             z.mul_(inv_sqrt_c)
     return out
@@ -319,10 +354,15 @@ def half_aperture(x: Tensor, c: Curvature, K: float = 0.1) -> Tensor:
 
 def _exterior_angle_from(x_time: Tensor, x_space_norm: Tensor, y_time: Tensor, c_inner: Tensor,
                          dtype: torch.dtype) -> Tensor:
+    # (y_0 + c<x,y> x_0) / (||x_s|| sqrt((c<x,y>)^2 - 1)) with numerator and denominator divided by
+    # a = |c<x,y>| >= 1: the same value (and the same clamps, rescaled), but no product a * x_0 or a^2,
+    # which overflow float16 for far-apart points well inside max_radius.
     e = eps(dtype)
-    numer = y_time + c_inner * x_time
-    denom = x_space_norm * torch.sqrt((c_inner * c_inner - 1.0).clamp_min(e))
-    return torch.acos((numer / denom.clamp_min(e)).clamp(-1.0 + e, 1.0 - e))
+    a = c_inner.abs().clamp_min(1.0)
+    inv_a = 1.0 / a
+    numer = y_time * inv_a + (c_inner * inv_a) * x_time
+    denom = x_space_norm * torch.sqrt((1.0 - inv_a * inv_a).clamp_min(e * inv_a * inv_a))
+    return torch.acos((numer / denom.clamp_min(e * inv_a)).clamp(-1.0 + e, 1.0 - e))
 
 
 def exterior_angle(x: Tensor, y: Tensor, c: Curvature) -> Tensor:

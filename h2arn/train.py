@@ -31,7 +31,8 @@ import json
 import math
 import os
 import platform
-import sys
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -43,16 +44,18 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng_state, load_payload, restore_rng_state,
                          save_model_file)
-from .device import autocast, cpu_threads, resolve_device, seed_everything
-from .distributed import (DistContext, GatheredLoss, all_gather_object, broadcast_object, check_batches_fit,
-                          cleanup_distributed, launched_distributed, main_process_first, setup_distributed,
-                          shard_batch, unwrap, wrap_ddp)
+from .cli import Interrupted, UsageError, rank_is_main, run_cli
+from .device import DeviceError, autocast, cpu_threads, resolve_device, seed_everything
+from .distributed import (DistContext, DistributedSetupError, GatheredLoss, all_gather_object, broadcast_object,
+                          check_batches_fit, cleanup_distributed, launched_distributed, main_process_first,
+                          setup_distributed, shard_batch, unwrap, wrap_ddp)
 from .evaluate import evaluate_split
 from .features import (FeatureError, FeatureSplit, atomic_save, atomic_write_json, data_fingerprint,
                        load_feature_splits, trim_padding)
 
 __all__ = ["TrainConfig", "WarmupLinearDecay", "LinkBatcher", "train", "training_step", "default_links",
-           "load_split_for_training", "check_feature_dims", "build_model", "build_loss", "main"]
+           "load_split_for_training", "check_feature_dims", "build_model", "build_loss", "validate_config",
+           "check_outputs", "CONFIG_RANGES", "Range", "main"]
 
 SELECTION_NOTE = ("best epoch = highest Rsum on the VALIDATION split; the test split is never read during "
                   "training (the official code selects on test)")
@@ -108,6 +111,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = False
     resume: bool = False
+    overwrite: bool = False          # replace an existing run in run_dir (without it, a rerun is refused)
     run_dir: str | None = None
     eval_batch_size: int = 512
     num_threads: int | None = None   # torch CPU threads during the run (None = leave torch's setting)
@@ -147,6 +151,209 @@ _RESUME_KEYS = ("d_model", "batch_size", "num_epochs", "learning_rate", "nhead",
                 "weight_decay", "grad_clip", "loss_lambda", "loss_temp", "K", "logits", "geometry", "aggregation",
                 "lift", "fixed_curvature", "curv_init", "agg_temp_init", "dropout", "dim_feedforward", "seed",
                 "amp")
+
+
+# --------------------------------------------------------------------------- flag validation (before any work)
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of one :class:`TrainConfig` field, stated once so the error can print them."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False          # True: lo itself is not allowed
+    hi_open: bool = False
+    integer: bool = False
+    optional: bool = False         # None is allowed (read from the features / a default)
+    choices: tuple = ()
+    note: str = ""                 # printed after the range, e.g. what a special value means
+
+    def accepts(self, value) -> bool:
+        if value is None:
+            return self.optional
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.integer and not float(value).is_integer():
+            return False
+        if math.isnan(value):
+            return False
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return above and below
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        kind = "an integer" if self.integer else "a number"
+        parts = []
+        if self.lo > -math.inf:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi < math.inf:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        elif not self.integer:
+            kind = "a finite number" if self.hi_open else kind
+        text = f"{kind} {' and '.join(parts)}".strip()
+        text += " (or left out)" if self.optional else ""
+        return text + (f" ({self.note})" if self.note else "")
+
+
+_POSITIVE_INT = Range(lo=1, integer=True)
+_POSITIVE = Range(lo=0.0, lo_open=True, hi_open=True)
+_NON_NEGATIVE = Range(lo=0.0, hi_open=True)
+
+# One row per field: a new flag adds one row. Fields not listed (paths, booleans, names) are not range-checked.
+CONFIG_RANGES: dict[str, Range] = {
+    "d_txt": Range(lo=1, integer=True, optional=True),
+    "d_pcd": Range(lo=1, integer=True, optional=True),
+    "d_model": _POSITIVE_INT,
+    "batch_size": _POSITIVE_INT,
+    "num_epochs": _POSITIVE_INT,
+    "learning_rate": _POSITIVE,
+    "nhead": _POSITIVE_INT,
+    "num_layers": _POSITIVE_INT,
+    "warmup_ratio": Range(lo=0.0, hi=1.0),
+    "weight_decay": _NON_NEGATIVE,
+    # 0 would freeze training and a negative value turns clip_grad_norm_ into gradient ascent; inf = no clipping
+    "grad_clip": Range(lo=0.0, lo_open=True, note="inf = no clipping"),
+    "adam_eps": _POSITIVE,
+    "loss_lambda": _NON_NEGATIVE,
+    "loss_temp": _POSITIVE,
+    "K": _POSITIVE,
+    "logits": Range(choices=("distance", "inner")),
+    "geometry": Range(choices=("hyperbolic", "euclidean")),
+    "aggregation": Range(choices=("contribution", "mean")),
+    "lift": Range(choices=("expmap", "official")),
+    "curv_init": _POSITIVE,
+    "agg_temp_init": _POSITIVE,
+    "dropout": Range(lo=0.0, hi=1.0, hi_open=True),
+    "dim_feedforward": Range(lo=1, integer=True, optional=True),
+    "seed": Range(lo=0, integer=True),
+    "eval_batch_size": _POSITIVE_INT,
+    "num_threads": Range(lo=1, integer=True, optional=True),
+}
+
+
+def _flag(name: str) -> str:
+    return f"--{name}"
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Refuse a bad setting before any work, with one line naming the flag, the value and the valid range.
+
+    Checks every row of :data:`CONFIG_RANGES`, then the settings that depend on each other: ``nhead``
+    must divide ``d_model``, ``curv_init`` must lie within the model's curvature bounds, the Adam betas
+    in ``[0, 1)``. Raises :class:`h2arn.cli.UsageError` (exit code 2 from the CLI).
+    """
+    from .model import ModelConfig
+
+    defaults = TrainConfig()
+    for name, rng in CONFIG_RANGES.items():
+        value = getattr(cfg, name, None)
+        if not rng.accepts(value):
+            default = getattr(defaults, name, None)
+            hint = f" (the default is {default})" if default is not None else ""
+            raise UsageError(f"{_flag(name)} {value!r} is out of range: it must be {rng.describe()}{hint}. "
+                             f"Fix: pass a valid {_flag(name)}.")
+    if cfg.d_model % cfg.nhead:
+        divisors = [k for k in range(1, cfg.d_model + 1) if cfg.d_model % k == 0]
+        raise UsageError(f"--nhead {cfg.nhead} does not divide --d_model {cfg.d_model} (attention splits d_model into "
+                         f"nhead equal heads). Fix: pass --nhead from {divisors[-8:]}, or change --d_model.")
+    lo = getattr(cfg, "curv_min", ModelConfig.curv_min)
+    hi = getattr(cfg, "curv_max", ModelConfig.curv_max)
+    if not lo <= cfg.curv_init <= hi:
+        raise UsageError(f"--curv_init {cfg.curv_init!r} is outside the curvature bounds [{lo:g}, {hi:g}] the model "
+                         f"keeps c in. Fix: pass --curv_init between {lo:g} and {hi:g}.")
+    betas = tuple(cfg.betas)
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
+        raise UsageError(f"betas {betas!r} are out of range: two numbers in [0, 1) (the default is "
+                         f"{defaults.betas}). Fix: pass valid Adam betas.")
+
+
+def _probe_writable(folder: Path, flag: str) -> None:
+    """Create ``folder`` if needed and write and delete a probe file in it: the way to know it is writable."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UsageError(f"{existing} is a file where {flag} needs a folder ({folder}). Fix: remove or rename that "
+                         f"file, or pass another {flag}.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".h2arn-write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{folder}: cannot write the {flag} output there ({exc.strerror or exc}). Fix: make the "
+                         f"folder writable or pass another {flag}.") from None
+
+
+def _output_paths(cfg: TrainConfig) -> dict[str, Path]:
+    run_dir, save_path, ckpt_path = cfg.resolved_paths()
+    return {"--save_model_path": save_path, "--checkpoint_path": ckpt_path,
+            "--run_dir (metrics.json)": run_dir / "metrics.json"}
+
+
+def check_outputs(cfg: TrainConfig) -> None:
+    """Refuse, before any work, outputs that would lose data or fail after an epoch of training.
+
+    * two outputs on one file (``--save_model_path`` = ``--checkpoint_path``: the checkpoint written
+      every epoch would overwrite the best model, and inference would score the last epoch as "best"),
+      or an output on an input link file;
+    * a run folder that already holds a run, unless ``--resume`` (continue it) or ``--overwrite``;
+    * an output that is a folder, or whose folder is a file, read-only or missing rights.
+    """
+    outputs = _output_paths(cfg)
+    seen: dict[Path, str] = {}
+    inputs = {Path(p).resolve(): "--train_link" for p in cfg.train_link}
+    inputs.update({Path(p).resolve(): "--val_link" for p in cfg.val_link})
+    for flag, path in outputs.items():
+        key = path.resolve()
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {flag} are the same file {path}: one would overwrite the other "
+                             f"(the checkpoint is rewritten every epoch, the best model only when validation "
+                             f"improves). Fix: give them different paths (or leave them out: defaults differ).")
+        if key in inputs:
+            raise UsageError(f"{flag} {path} is also given as {inputs[key]}: training would overwrite its input. "
+                             f"Fix: pass another {flag}.")
+        seen[key] = flag
+    for flag, path in outputs.items():
+        if path.is_dir():
+            raise UsageError(f"{path} is a folder, but {flag} must be a file path. Fix: pass a file path.")
+    if not cfg.resume and not cfg.overwrite:
+        existing = [p for p in outputs.values() if p.exists()]
+        if existing:
+            raise UsageError(f"{existing[0]} already exists: this run folder holds an earlier run. Fix: pass --resume "
+                             f"to continue it, --overwrite to replace it, or another --run_dir/--save_model_path.")
+    for flag, path in outputs.items():
+        _probe_writable(path.parent, flag)
+
+
+def _check_free_space(cfg: TrainConfig, n_params: int) -> None:
+    """Enough free space for a checkpoint, the best model and their temporary copies, or one clear error now."""
+    checkpoint = 4 * n_params * 3 + (1 << 20)      # weights + two Adam moments + history
+    need_by_folder: dict[Path, int] = {}
+    for flag, path in _output_paths(cfg).items():
+        size = checkpoint if "checkpoint" in flag else (4 * n_params + (1 << 20) if "save" in flag else 1 << 20)
+        need_by_folder[path.parent] = need_by_folder.get(path.parent, 0) + 2 * size   # temp file + old file
+    for folder, need in need_by_folder.items():
+        free = shutil.disk_usage(folder).free
+        if free < need:
+            raise UsageError(f"{folder}: only {free / 2**20:.1f} MiB free, but this run's checkpoint and model files "
+                             f"need about {need / 2**20:.1f} MiB. Fix: free space or pass --run_dir on another disk.")
+
+
+def _save_or_explain(write: Callable[[], object], path: Path, epoch: int, ckpt_path: Path) -> None:
+    """Run one atomic write; a failure becomes one error naming the file (torch's own message names neither
+    the file nor the cause). The previous file is intact: writes go to a temporary file first."""
+    try:
+        write()
+    except (OSError, RuntimeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the write failed (disk full?)"
+        raise CheckpointError(f"{path}: could not be written after epoch {epoch} ({reason}). The previous "
+                              f"checkpoint {ckpt_path} is intact. Fix: free space or make the folder writable, "
+                              "then rerun the same command with --resume.") from None
 
 
 # --------------------------------------------------------------------------- schedule and batches
@@ -214,20 +421,38 @@ def _sibling_val_links(train_links: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def check_feature_dims(split: FeatureSplit, d_txt: int | None, d_pcd: int | None, what: str) -> None:
-    """One clear error if the features' widths differ from the requested model input widths."""
+def check_feature_dims(split: FeatureSplit, d_txt: int | None, d_pcd: int | None, what: str,
+                       reference: str | None = None) -> None:
+    """One clear error if the features' widths differ from the expected model input widths.
+
+    ``reference`` says where the expected widths come from when they are not flags the user passed
+    (e.g. ``"the training features"``, ``"the model in best.pth"``), so the message blames the right thing.
+    """
     for name, want, got, kind in (("--d_txt", d_txt, split.d_txt, "text"), ("--d_pcd", d_pcd, split.d_pcd, "point")):
         if want is not None and want != got:
+            if reference is None:
+                raise FeatureError(
+                    f"{', '.join(split.sources)}: the {what} {kind} features have width {got} but {name} {want} was "
+                    f"requested. Fix: pass {name} {got} (or leave it out: it is read from the features), or point "
+                    f"to features extracted with the encoder the model expects.")
             raise FeatureError(
-                f"{', '.join(split.sources)}: the {what} {kind} features have width {got} but {name} {want} was "
-                f"requested. Fix: pass {name} {got} (or leave it out: it is read from the features), or point "
-                f"to features extracted with the encoder the model expects.")
+                f"{', '.join(split.sources)}: the {what} {kind} features have width {got}, but the width expected "
+                f"from {reference} is {want} (no flag asked for it). Fix: use {what} features extracted with the "
+                f"same encoders as {reference}.")
+
+
+def _check_links_exist(links: Sequence[str | os.PathLike], what: str) -> None:
+    for p in map(Path, links):
+        if not p.is_file():
+            raise FeatureError(f"{p}: {what} link file (--{what}_link) not found. Fix: pass the *_link_{what}.json "
+                               "written by feature extraction (python -m h2arn.extract ...).")
 
 
 def load_split_for_training(links: Sequence[str | os.PathLike], what: str) -> FeatureSplit:
     """Load and validate one split's link files (errors name the file, see :mod:`h2arn.features`)."""
     if not links:
         raise FeatureError(f"no {what} link files given. Fix: pass --{what}_link <file> ...")
+    _check_links_exist(links, what)
     return load_feature_splits([Path(p) for p in links])
 
 
@@ -307,6 +532,8 @@ def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None, quiet: bool 
     record (used by notebooks for live plots). ``cfg.num_threads`` is applied for the run only:
     small models on a shared CPU run several times faster on one thread than on oversubscribed ones.
     """
+    validate_config(cfg)
+    check_outputs(cfg)
     dist_ctx = DistContext()
     with cpu_threads(cfg.num_threads):
         try:
@@ -314,8 +541,25 @@ def train(cfg: TrainConfig, *, stop_after_epoch: int | None = None, quiet: bool 
                 dist_ctx = setup_distributed(cfg.device)
             return _train(cfg, stop_after_epoch=stop_after_epoch, quiet=quiet, on_epoch_end=on_epoch_end,
                           dist_ctx=dist_ctx)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, Interrupted):
+                raise
+            raise Interrupted(_interrupted_message(cfg)) from None
         finally:
             cleanup_distributed(dist_ctx)
+
+
+def _interrupted_message(cfg: TrainConfig) -> str:
+    """One line for Ctrl-C: where the last complete checkpoint is (writes are atomic, so it is intact)."""
+    _, _, ckpt_path = cfg.resolved_paths()
+    if not ckpt_path.is_file():
+        return f"training stopped before the first epoch ended; no checkpoint was written ({ckpt_path})."
+    try:
+        epoch = load_payload(ckpt_path, expect=CHECKPOINT_FORMAT, what="training checkpoint").get("epoch")
+    except CheckpointError:
+        epoch = "?"
+    return (f"training stopped; the last complete checkpoint (epoch {epoch}) is {ckpt_path}. Resume with the same "
+            "command plus --resume.")
 
 
 def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
@@ -329,6 +573,7 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
             if not cfg.val_link:
                 cfg.val_link = [str(p) for p in default_links(cfg, "val")]
     elif not cfg.val_link:
+        _check_links_exist(cfg.train_link, "train")   # before looking for val files beside them
         cfg.val_link = [str(p) for p in _sibling_val_links(cfg.train_link)]
     device = dist_ctx.device if distributed else resolve_device(cfg.device)
     run_dir, save_path, ckpt_path = cfg.resolved_paths()
@@ -339,7 +584,8 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
     train_split = load_split_for_training(cfg.train_link, "train")
     val_split = load_split_for_training(cfg.val_link, "val")
     check_feature_dims(train_split, cfg.d_txt, cfg.d_pcd, "training")
-    check_feature_dims(val_split, train_split.d_txt, train_split.d_pcd, "validation")
+    check_feature_dims(val_split, train_split.d_txt, train_split.d_pcd, "validation",
+                       reference=f"the training features ({', '.join(train_split.sources)})")
     if cfg.amp and device.type != "cuda":
         _log(f"--amp: bf16 autocast is only used on CUDA; training in float32 on {device}.", quiet)
 
@@ -368,12 +614,14 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
         if diffs:
             raise CheckpointError(f"{ckpt_path}: cannot resume, these settings differ from the checkpoint's: "
                                   + ", ".join(f"{k} ({stored[k]!r} vs {getattr(cfg, k)!r})" for k in diffs)
-                                  + ". Fix: resume with the original flags, or drop --resume to start afresh.")
+                                  + ". Fix: resume with the original flags, or pass --overwrite instead of --resume "
+                                  "to start afresh.")
         try:
             model.load_state_dict(ck["state_dict"], strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{ckpt_path}: weights do not fit this model ({str(exc)[:300]}). Fix: resume "
-                                  "with the original flags or drop --resume.") from exc
+                                  "with the original flags, or pass --overwrite instead of --resume to start "
+                                  "afresh.") from exc
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         rng_ranks = ck.get("rng_ranks") or []
@@ -395,6 +643,7 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
     txt_to_pc = train_split.txt_to_pc.to(device)
     loss_cfg = _loss_config_dict(criterion)
     n_params = sum(p.numel() for p in model.parameters())
+    _check_free_space(cfg, n_params)   # every rank: a refusal on rank 0 alone would leave the others waiting
     _log(f"training on {device}: {train_split.num_texts} train links / {train_split.num_clouds} clouds, "
          f"{val_split.num_texts} val links / {val_split.num_clouds} clouds, {n_params:,} parameters, "
          f"{cfg.num_epochs} epochs x {len(batcher)} steps. Model selection: {SELECTION_NOTE}.", quiet)
@@ -458,8 +707,9 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
         if improved:
             best = {"epoch": epoch, "val_rsum": val["rsum"], "val": val}
         if improved and is_main:
-            save_model_file(save_path, model, loss_config=loss_cfg, epoch=epoch, val_metrics=val,
-                            train_config=cfg.to_dict())
+            _save_or_explain(lambda: save_model_file(save_path, model, loss_config=loss_cfg, epoch=epoch,
+                                                     val_metrics=val, train_config=cfg.to_dict()),
+                             save_path, epoch, ckpt_path)
         rng_ranks = all_gather_object(capture_rng_state()) if distributed else None
         checkpoint = {
             "format": CHECKPOINT_FORMAT, "version": 1, "model_config": dict(model.config.to_dict()),
@@ -472,7 +722,7 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
         if rng_ranks is not None:
             checkpoint["rng_ranks"] = rng_ranks
         if is_main:
-            atomic_save(checkpoint, ckpt_path)
+            _save_or_explain(lambda: atomic_save(checkpoint, ckpt_path), ckpt_path, epoch, ckpt_path)
         write_metrics(complete=epoch == cfg.num_epochs)
         _log(f"epoch {epoch:3d}/{cfg.num_epochs}  loss {rec['loss']['loss']:.4f}  val R@1 t2p "
              f"{val.get('t2p_R@1', float('nan')):.1f} p2t {val.get('p2t_R@1', float('nan')):.1f}  val Rsum "
@@ -484,7 +734,9 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
     if distributed:
         broadcast_object(None)   # barrier: every file of rank 0 is complete before any rank returns
     if not history:
-        raise CheckpointError(f"{ckpt_path}: nothing to do (start epoch {start_epoch} > {stop_at}).")
+        raise CheckpointError(f"{ckpt_path}: nothing to resume, the run already finished epoch {start_epoch - 1} of "
+                              f"{cfg.num_epochs}. Fix: use its results, or pass --overwrite instead of --resume to "
+                              "train it again.")
     if history and history[-1]["epoch"] == cfg.num_epochs:
         write_metrics(complete=True)
     _log(f"best epoch {best['epoch']} (val Rsum {best['val_rsum']:.2f}) saved to {save_path}; "
@@ -523,6 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (geometry stays fp32 in the model)")
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint_path if it exists")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier run in the same folder (without it or --resume, a rerun is refused)")
     ap.add_argument("--warmup_ratio", type=float, default=d.warmup_ratio)
     ap.add_argument("--weight_decay", type=float, default=d.weight_decay)
     ap.add_argument("--grad_clip", type=float, default=d.grad_clip)
@@ -547,16 +801,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     kw = {k: v for k, v in vars(args).items() if k != "quiet"}
     cfg = TrainConfig.from_dict(kw)
-    try:
+
+    def body() -> int:
         result = train(cfg, quiet=args.quiet)
-    except (FeatureError, CheckpointError, FloatingPointError, RuntimeError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if int(os.environ.get("RANK", "0") or 0) != 0:
+        if rank_is_main():
+            print(json.dumps({"best_model_path": str(result["best_model_path"]), "best_epoch": result["best"]["epoch"],
+                              "best_val_rsum": result["best"]["val_rsum"], "metrics": str(result["metrics_path"])}))
         return 0
-    print(json.dumps({"best_model_path": str(result["best_model_path"]), "best_epoch": result["best"]["epoch"],
-                      "best_val_rsum": result["best"]["val_rsum"], "metrics": str(result["metrics_path"])}))
-    return 0
+
+    return run_cli(body, (FeatureError, CheckpointError, FloatingPointError, DeviceError, DistributedSetupError))
 
 
 if __name__ == "__main__":

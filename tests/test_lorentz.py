@@ -288,3 +288,70 @@ def test_matches_geoopt_after_converting_curvature(geoopt_lorentz, c):
     assert torch.allclose(theirs_log[:, 1:], L.logmap0(ours, c), rtol=1e-5, atol=1e-7)
     y = L.expmap0(tangent(7, 32, 6, 3.0 / math.sqrt(c), torch.float64), c)
     assert torch.allclose(manifold.dist(ours, y), L.dist(ours, y, c), rtol=1e-7, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- the saturation radius in every dtype
+
+ALL_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+def _at_radius(r: float, c: float, dtype, dim: int = 8) -> torch.Tensor:
+    """Two tangent vectors of radius sqrt(c)*|v| = r pointing in opposite directions (the farthest pair)."""
+    d = torch.zeros(2, dim, dtype=torch.float64)
+    d[0, 0], d[1, 0] = 1.0, -1.0
+    return (d * (r / math.sqrt(c))).to(dtype)
+
+
+def _geometry_outputs(x: torch.Tensor, c: float) -> dict:
+    return {"points": x, "logmap0": L.logmap0(x, c), "dist": L.dist(x[:1], x[1:], c), "dist0": L.dist0(x, c),
+            "self_dist": L.dist(x, x, c), "pairwise_dist": L.pairwise_dist(x, x, c), "inner": L.pairwise_inner(x, x),
+            "half_aperture": L.half_aperture(x, c), "exterior_angle": L.exterior_angle(x[:1], x[1:], c),
+            "pairwise_exterior_angle": L.pairwise_exterior_angle(x, x, c), "centroid": L.centroid(x[None], None, c)}
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("c", [0.1, 1.0, 10.0])
+def test_everything_is_finite_at_and_beyond_the_saturation_radius(dtype, c):
+    """At max_radius(dtype, c) (and far beyond it, where expmap0 clamps) no coordinate, distance or angle overflows.
+    Before the fix float16 claimed 11 while x_0 overflowed from r ~ 6.2 and distances from r ~ 5.5."""
+    r_max = L.max_radius(dtype, c)
+    for r in (r_max, 2 * r_max, 1e4):
+        x = L.expmap0(_at_radius(r, c, dtype), c)
+        for name, out in _geometry_outputs(x, c).items():
+            assert torch.isfinite(out).all(), (name, r, dtype, c)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("c", [0.1, 1.0, 10.0])
+def test_the_bound_is_where_saturation_starts(dtype, c):
+    """Below the bound log inverts exp (to the dtype's precision); at twice it the radius is clamped to the bound."""
+    r_max = L.max_radius(dtype, c)
+    rel = {torch.float16: 2e-2, torch.bfloat16: 5e-2, torch.float32: 1e-4, torch.float64: 1e-9}[dtype]
+    v = _at_radius(0.99 * r_max, c, dtype)
+    back = L.logmap0(L.expmap0(v, c), c)
+    assert torch.allclose(back.double(), v.double(), rtol=rel, atol=rel)
+    over = L.logmap0(L.expmap0(_at_radius(2 * r_max, c, dtype), c), c)
+    radius = math.sqrt(c) * over.double().norm(dim=-1)
+    assert torch.allclose(radius, torch.full_like(radius, r_max), rtol=rel)
+
+
+def test_float16_bound_is_the_time_coordinate_overflow():
+    """The bound is where 4 x_0^2 reaches float16's largest value: a little beyond it the time coordinate
+    of the unclamped point no longer fits, so the clamp is needed exactly there."""
+    big = torch.finfo(torch.float16).max
+    for c in (0.1, 1.0, 10.0):
+        r_max = L.max_radius(torch.float16, c)
+        x0_sq = math.cosh(r_max) ** 2 / c
+        assert 4 * max(x0_sq, c * x0_sq) == pytest.approx(big, rel=1e-6)
+        assert r_max < 6.0                       # the old fixed bound (11) let x_0 overflow from r ~ 6.2
+    assert L.max_radius(torch.float32, 1.0) == 15.0 and L.max_radius(torch.float64, 1.0) == 300.0
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_tensor_curvature_uses_the_same_bound(dtype):
+    c = 0.1
+    v = _at_radius(1e3, c, dtype)
+    as_float = L.expmap0(v, c)
+    as_tensor = L.expmap0(v, torch.tensor(c, dtype=dtype))
+    assert torch.isfinite(as_tensor).all()
+    assert torch.allclose(as_float.double(), as_tensor.double(), rtol=1e-2)

@@ -94,7 +94,7 @@ PAPER_V2: dict[str, dict] = {
 RECALL_KEYS = ("t2p_R@1", "t2p_R@5", "t2p_R@10", "p2t_R@1", "p2t_R@5", "p2t_R@10", "rsum")
 # settings that define a cached run (everything except where/how it runs)
 _IDENTITY_SKIP = {"device", "resume", "run_dir", "save_model_path", "checkpoint_path", "eval_batch_size",
-                  "num_threads"}
+                  "num_threads", "overwrite"}
 
 
 def run_dir_for(profile: str, variant: str = "h2arn", seed: int = 0, overrides: dict | None = None) -> Path:

@@ -157,21 +157,62 @@ def _scene_names(categories: List[str], rng) -> List[str]:
     return names
 
 
+GENERATOR_NAME = "h2arn.data.synthetic"
+_DATASET_ENTRIES = {"Elephant", "S3DIS", "metadata.json"}
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse to replace ``out`` unless it is missing, empty, or a dataset this generator wrote.
+
+    Why: ``generate --force`` renames the old folder away and deletes it. A folder is only ours when its
+    ``metadata.json`` names this generator and it holds nothing else at its top level; anything else
+    (the user's files, real T3DR-HIT, a typo in ``--out``) raises :class:`~h2arn.data.t3drhit.DatasetError`
+    and nothing is touched.
+    """
+    from .t3drhit import DatasetError
+
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DatasetError(f"{out} is a file, not a dataset folder; it was left untouched. Fix: pass another --out.")
+    entries = {p.name for p in out.iterdir()}
+    if not entries:
+        return
+    fix = f"Fix: pass another --out, or delete {out} yourself if you are sure."
+    meta_path = out / "metadata.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None
+    except (ValueError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("generator") != GENERATOR_NAME:
+        raise DatasetError(f"{out} exists and is not a dataset written by {GENERATOR_NAME} (its metadata.json is "
+                           f"missing or names another source), so --force will not replace it: nothing was deleted. "
+                           + fix)
+    foreign = sorted(entries - _DATASET_ENTRIES)
+    if foreign:
+        raise DatasetError(f"{out} holds files the generator did not write ({', '.join(foreign[:5])}), so --force will "
+                           "not replace it: nothing was deleted. " + fix)
+
+
 def generate(profile: str = "ci", seed: int = 0, out: Optional[Path] = None, progress: bool = True) -> Path:
     """Write the benchmark to ``out`` (default :func:`default_root`) atomically and return it.
 
-    Overwrites an existing ``out`` only after the new one is complete.
+    Replaces an existing ``out`` only after the new one is complete, and only when it is a dataset
+    this generator wrote (:func:`check_replaceable`; checked before and again just before the swap).
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     cfg = PROFILES[profile]
     out = Path(out) if out is not None else default_root(profile, seed)
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         _write_all(tmp, cfg, profile, seed, progress)
+        check_replaceable(out)   # nobody put their files there while we were writing
         if out.exists():
             trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(out, trash)
@@ -245,7 +286,7 @@ def _write_all(root: Path, cfg: Profile, profile: str, seed: int, progress: bool
         _dump_json(root / "Elephant" / f"Elephant_caption_{split}.json", {"result": captions["Elephant"][split]})
         _dump_json(root / "S3DIS" / f"S3DIS_{split}_captions.json", {"result": captions["S3DIS"][split]})
     metadata = {
-        "name": f"h2synth-{profile}", "generator": "h2arn.data.synthetic", "generator_version": GENERATOR_VERSION,
+        "name": f"h2synth-{profile}", "generator": GENERATOR_NAME, "generator_version": GENERATOR_VERSION,
         "profile": profile, "seed": seed, "complete": True,
         "columns": COLUMNS, "flag_codes": {str(k): v for k, v in FLAG_NAMES.items()},
         "caption_level_names": {str(k): v for k, v in LEVELS.items()},
@@ -280,7 +321,7 @@ def ensure_synthetic(profile: str = "ci", seed: int = 0, root: Optional[Path] = 
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{meta_path} is not valid JSON ({exc}). Fix: delete {root} and regenerate.") from exc
-            if meta.get("generator") != "h2arn.data.synthetic":
+            if meta.get("generator") != GENERATOR_NAME:
                 raise DatasetError(f"{root} holds a dataset this generator did not write. Fix: pass another root.")
             if (meta.get("complete") and meta.get("generator_version") == GENERATOR_VERSION
                     and meta.get("profile") == profile and meta.get("seed") == seed):

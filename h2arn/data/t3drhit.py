@@ -14,6 +14,8 @@ inconsistent raises :class:`DatasetError` naming the file and the fix; nothing i
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -25,6 +27,15 @@ from ..paths import data_dir
 SUBSETS = ("Elephant", "S3DIS")
 T3DRHIT_URL = "https://pan.baidu.com/s/1Moa2hHpj9g2y76h9Gb2qMw?pwd=bstd"
 T3DRHIT_CODE = "bstd"
+
+# Point files larger than this are refused before reading (override: H2ARN_MAX_POINT_FILE_MB). Real clouds
+# are a few MB (ShapeNet ~0.1-2 MB, S3DIS rooms up to ~100 MB); a multi-GB file is almost surely a mistake.
+DEFAULT_MAX_POINT_FILE_MB = 512
+# |x|, |y|, |z| above this are refused: clouds are normalised (unit sphere) or in metres (S3DIS rooms < 100 m);
+# 1e30 is finite in float32 but turns into inf/NaN in the first squared distance.
+MAX_ABS_COORDINATE = 1e6
+_LINES_PER_CHUNK = 1 << 16
+_SAFE_NAME = re.compile(r"^[^/\\\x00]+$")
 
 
 class DatasetError(ValueError):
@@ -78,10 +89,14 @@ def load_metadata(dataset_root) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path} is not valid JSON ({exc}). Fix: delete the dataset folder and regenerate it "
                            "(python -m h2arn.data generate --profile ci).") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("shapes", {}), dict):
+        raise DatasetError(f"{path} must be a JSON object whose 'shapes' entry is an object. Fix: regenerate the "
+                           "dataset (python -m h2arn.data generate --force --out ...).")
+    return meta
 
 
 def missing_dataset_message(root: Path) -> str:
@@ -125,46 +140,111 @@ def read_captions(path: Path) -> Dict[str, List[str]]:
         raise DatasetError(f"caption file {path} must be an object {{\"result\": {{name: [captions]}}}}; "
                            "its top-level key 'result' is missing or not an object.")
     for name, caps in result.items():
+        check_shape_name(name, path)
         if (not isinstance(caps, list) or not caps or not all(isinstance(c, str) and c.strip() for c in caps)):
             raise DatasetError(f"caption file {path}: entry {name!r} must be a non-empty list of non-empty strings.")
     return result
 
 
-def read_points(path: Path) -> np.ndarray:
+def check_shape_name(name: str, caption_file: Path) -> None:
+    """A shape name becomes a file name under the dataset root: ``../x``, ``a/b`` or an absolute path would
+    read (and fingerprint) files outside it, so they are refused."""
+    if not name or name in (".", "..") or not _SAFE_NAME.match(name) or name.strip() != name:
+        raise DatasetError(f"caption file {caption_file}: shape name {name!r} is not a plain file name (no '/', '\\', "
+                           "'..' or surrounding spaces), so it could point outside the dataset. Fix: rename the "
+                           "shape in the caption file to the name of its point file.")
+
+
+def max_point_file_bytes() -> int:
+    """The size guard of :func:`read_points` (``H2ARN_MAX_POINT_FILE_MB``, default 512 MB)."""
+    raw = os.environ.get("H2ARN_MAX_POINT_FILE_MB", "")
+    try:
+        mb = float(raw) if raw else DEFAULT_MAX_POINT_FILE_MB
+    except ValueError:
+        raise DatasetError(f"H2ARN_MAX_POINT_FILE_MB={raw!r} is not a number. Fix: set it to a size in MB, "
+                           f"e.g. {DEFAULT_MAX_POINT_FILE_MB}.") from None
+    return int(mb * 2**20)
+
+
+def read_points(path: Path, shape: Optional[str] = None) -> np.ndarray:
     """Read one whitespace-separated point file into float32 ``(N, C)`` with ``C >= 6``.
 
-    Checks: file exists and is not empty, every row has the same number of columns (a truncated
-    last row is caught), at least 6 columns, all values finite.
+    Checks: file exists, is not empty and not larger than :func:`max_point_file_bytes`; every row
+    has the same number of columns (a truncated last row is caught), at least 6 columns, all values
+    finite and coordinates within :data:`MAX_ABS_COORDINATE`. The file is parsed in chunks of lines,
+    so memory stays near the size of the result (reading it whole as Python tokens took ~13x the
+    file size). ``shape`` (the caption file's name for it) is quoted in the errors.
     """
+    path = Path(path)
+    what = f"point file {path}" + (f" (shape {shape!r})" if shape else "")
     try:
-        text = path.read_text(encoding="ascii", errors="strict")
+        size = path.stat().st_size
     except FileNotFoundError as exc:
-        raise DatasetError(f"point file {path} does not exist. Fix: re-download or regenerate the dataset.") from exc
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"point file {path} is not a text file ({exc}).") from exc
-    text = text.replace(",", " ")
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        raise DatasetError(f"point file {path} is empty. Fix: re-download or regenerate the dataset.")
-    n_cols = len(lines[0].split())
-    tokens = text.split()
-    if len(tokens) != n_cols * len(lines):
-        for i, ln in enumerate(lines):
-            if len(ln.split()) != n_cols:
-                raise DatasetError(
-                    f"point file {path}: line {i + 1} has {len(ln.split())} columns but line 1 has {n_cols} "
-                    "(truncated or corrupt file). Fix: re-download or regenerate the dataset.")
-    if n_cols < 6:
-        raise DatasetError(f"point file {path} has {n_cols} columns; expected at least 6 (x y z r g b). "
-                           "Fix: export the cloud with colours.")
+        raise DatasetError(f"{what} does not exist. Fix: re-download or regenerate the dataset.") from exc
+    limit = max_point_file_bytes()
+    if size > limit:
+        raise DatasetError(f"{what} is {size / 2**20:.0f} MB, above the {limit / 2**20:.0f} MB limit for one cloud. "
+                           "Fix: downsample it, or raise H2ARN_MAX_POINT_FILE_MB if it really is one cloud.")
+    chunks: list[np.ndarray] = []
+    n_cols, line_no = None, 0
     try:
-        arr = np.asarray(tokens, dtype=np.float32).reshape(len(lines), n_cols)
-    except ValueError as exc:
-        raise DatasetError(f"point file {path} holds a value that is not a number ({exc}).") from exc
-    if not np.isfinite(arr).all():
-        row = int(np.argwhere(~np.isfinite(arr))[0, 0])
-        raise DatasetError(f"point file {path}: line {row + 1} holds NaN or inf. Fix: re-download or regenerate it.")
-    return arr
+        with open(path, "r", encoding="ascii", errors="strict") as fh:
+            while True:
+                block = fh.readlines(_LINES_PER_CHUNK * 64)
+                if not block:
+                    break
+                first_line = line_no + 1
+                line_no += len(block)
+                numbered = [(first_line + i, ln.replace(",", " ")) for i, ln in enumerate(block) if ln.strip()]
+                if not numbered:
+                    continue
+                if n_cols is None:
+                    n_cols = len(numbered[0][1].split())
+                    if n_cols < 6:
+                        raise DatasetError(f"{what} has {n_cols} columns; expected at least 6 (x y z r g b). "
+                                           "Fix: export the cloud with colours.")
+                arr = _parse_block(numbered, n_cols, what)
+                _check_values(arr, [no for no, _ in numbered], what)
+                chunks.append(arr)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{what} is not a text file ({exc}).") from exc
+    if not chunks:
+        raise DatasetError(f"{what} is empty. Fix: re-download or regenerate the dataset.")
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+
+def _parse_block(numbered: List[tuple], n_cols: int, what: str) -> np.ndarray:
+    """``(n_lines, n_cols)`` float32 from numbered text lines, parsed in C (``np.fromstring``, strict in
+    numpy 2); on any mismatch the slow path finds the first bad line for the message."""
+    try:
+        flat = np.fromstring("".join(ln for _, ln in numbered), dtype=np.float32, sep=" ")
+    except ValueError:
+        flat = None
+    if flat is not None and flat.size == n_cols * len(numbered):
+        return flat.reshape(len(numbered), n_cols)
+    for no, ln in numbered:
+        parts = ln.split()
+        if len(parts) != n_cols:
+            raise DatasetError(f"{what}: line {no} has {len(parts)} columns but line 1 has {n_cols} "
+                               "(truncated or corrupt file). Fix: re-download or regenerate the dataset.")
+        try:
+            np.asarray(parts, dtype=np.float32)
+        except ValueError as exc:
+            raise DatasetError(f"{what}: line {no} holds a value that is not a number ({exc}).") from None
+    raise DatasetError(f"{what}: cannot be parsed as whitespace-separated numbers. Fix: re-export it.")
+
+
+def _check_values(arr: np.ndarray, line_numbers: List[int], what: str) -> None:
+    finite = np.isfinite(arr)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0, 0])
+        raise DatasetError(f"{what}: line {line_numbers[row]} holds NaN or inf. Fix: re-download or regenerate it.")
+    big = np.abs(arr[:, :3]) > MAX_ABS_COORDINATE
+    if big.any():
+        row, col = (int(v) for v in np.argwhere(big)[0])
+        raise DatasetError(f"{what}: line {line_numbers[row]} has coordinate {'xyz'[col]} = {arr[row, col]:.3g}, "
+                           f"beyond the plausible range +-{MAX_ABS_COORDINATE:g} (it would overflow to inf/NaN in "
+                           "training). Fix: re-export or normalise the cloud.")
 
 
 def load_split(dataset_root, subset: str, split: str, limit: Optional[int] = None) -> List[ShapeRecord]:
@@ -192,7 +272,7 @@ def load_split(dataset_root, subset: str, split: str, limit: Optional[int] = Non
         if not pfile.is_file():
             raise DatasetError(f"{cap_file} names shape {name!r} but its point file {pfile} is missing. "
                                "Fix: re-download/unpack the complete dataset or regenerate it.")
-        arr = read_points(pfile)
+        arr = read_points(pfile, shape=name)
         points = np.ascontiguousarray(arr[:, :6])
         meta = dict(meta_all.get(name, {}))
         meta.setdefault("subset", subset)
