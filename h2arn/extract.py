@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -42,7 +43,7 @@ from .encoders.weights import CheckpointError, load_point_encoder, sha256_file, 
 from .features import FeatureError, atomic_write_json, write_split
 from .paths import build_dir
 
-__all__ = ["extract", "ensure_features", "link_paths", "ExtractError", "main", "MANIFEST", "PROFILE_SETTINGS"]
+__all__ = ["extract", "ensure_features", "feature_settings", "link_paths", "ExtractError", "main", "MANIFEST", "PROFILE_SETTINGS"]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -118,6 +119,14 @@ def _resolve_pc_weights(pc_weights, pc_model: str, root: Path, device, pretrain_
                                "H2ARN_SHARED to the shared folder, pass a file path, or use --pc_weights pretrain.")
         return "file", path
     if spec == "pretrain":
+        from .data.t3drhit import caption_path
+
+        (available_subsets,) = data_api("available_subsets")
+        if not any(caption_path(root, s, "train").is_file() for s in available_subsets(root)):
+            raise ExtractError(f"{root}: --pc_weights pretrain trains a point encoder on the train split, and this "
+                               "folder has none. Fix: pass the encoder the model was trained with (--pc_weights "
+                               "<file> or 'shared'), or, to search your own shapes with a trained model, use "
+                               "python -m h2arn.search index --model <model file> (it reads the encoder from it).")
         return "file", ensure_pretrained(pc_model, root, config=pretrain_config, training=pretrain_training,
                                          device=device, progress=progress)
     path = Path(spec)
@@ -276,6 +285,36 @@ def link_paths(feature_dir, split: str) -> list[Path]:
                            f"{feature_dir / f'Elephant_link_{split}.json'}). Fix: run feature extraction "
                            "(h2arn.extract.ensure_features or python -m h2arn.extract).")
     return paths
+
+
+def feature_settings(links: Sequence[str | os.PathLike]) -> dict | None:
+    """How the features behind ``links`` were made, from the ``manifest.json`` beside them (None if absent).
+
+    ``{"pc_model", "pc_weights_sha256", "pc_weights", "num_points", "num_tokens", "pooling", "txt_model",
+    "max_length"}``: what a model file records so that new shapes and queries are embedded compatibly
+    (:class:`h2arn.search.Retriever`). Raises :class:`ExtractError` when the link files were made differently.
+    """
+    found = []
+    for link in map(Path, links):
+        manifest = _read_manifest(link.parent / MANIFEST)
+        stem = link.name.replace(".json", "")
+        subset, _, split = stem.partition("_link_")
+        entry = manifest["entries"].get(f"{subset}/{split}")
+        if not entry:
+            return None
+        o = entry["options"]
+        found.append({"pc_model": o["pc_model"], "pc_weights_sha256": o["pc_weights"],
+                      "pc_weights": entry.get("pc_weights"), "num_points": o["num_points"],
+                      "num_tokens": o["num_tokens"], "pooling": o["pooling"], "txt_model": o["txt_model"],
+                      "max_length": o["max_length"]})
+    if not found:
+        return None
+    for other, link in zip(found[1:], links[1:]):
+        diff = sorted(k for k in found[0] if k != "pc_weights" and found[0][k] != other[k])
+        if diff:
+            raise ExtractError(f"{link}: its features were extracted with other settings than {links[0]} ({diff}). "
+                               "Fix: extract every subset with the same encoders and options.")
+    return found[0]
 
 
 def ensure_features(profile: str = "ci", txt_model: str = "MiniLM", pc_model: str = "PointNet", device="auto",
