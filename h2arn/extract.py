@@ -136,7 +136,7 @@ def _resolve_pc_weights(pc_weights, pc_model: str, root: Path, device, pretrain_
     return "file", path
 
 
-def _build_pc_encoder(kind: str, path: Path | None, pc_model: str, num_tokens: int, pooling: str, device):
+def build_pc_encoder(kind: str, path: Path | None, pc_model: str, num_tokens: int, pooling: str, device):
     if kind == "random":
         from .encoders import build_point_encoder
         from .encoders.pretrain import DEFAULT_CONFIGS
@@ -176,7 +176,7 @@ def encode_clouds(encoder, clouds: Sequence[np.ndarray], num_points: int, batch_
     return torch.stack(tokens), torch.stack(masks)
 
 
-def _text_identity(name: str, path) -> dict:
+def text_identity(name: str, path) -> dict:
     """What decides the text features: model name, source and (for a folder) its files' fingerprint."""
     from .encoders.text import minilm_path
 
@@ -219,7 +219,7 @@ def extract(base_data_dir, pc_model: str = "PointNet", txt_model: str = "MiniLM"
 
     kind, weights = _resolve_pc_weights(pc_weights, pc_model, root, device, pretrain_config, pretrain_training,
                                         progress)
-    options = dict(format=FORMAT_VERSION, pc_model=pc_model, txt_model=_text_identity(txt_model, txt_model_path),
+    options = dict(format=FORMAT_VERSION, pc_model=pc_model, txt_model=text_identity(txt_model, txt_model_path),
                    num_points=num_points, num_tokens=num_tokens, pooling=pooling, max_length=max_length,
                    pc_weights=sha256_file(weights) if weights is not None else "random")
     manifest_path = out / MANIFEST
@@ -239,7 +239,7 @@ def extract(base_data_dir, pc_model: str = "PointNet", txt_model: str = "MiniLM"
         if txt_enc is None:
             txt_enc = load_text_encoder(txt_model, txt_model_path, device=device, max_length=max_length,
                                         allow_download=allow_download)
-            pc_enc = _build_pc_encoder(kind, weights, pc_model, num_tokens, pooling, device)
+            pc_enc = build_pc_encoder(kind, weights, pc_model, num_tokens, pooling, device)
         captions, links, meta = [], [], []
         for j, rec in enumerate(records):
             for k, cap in enumerate(rec.captions):
