@@ -238,7 +238,7 @@ def extract(base_data_dir, pc_model: str = "PointNet", txt_model: str = "MiniLM"
             raise ExtractError(f"{caption_path(root, subset, split)} lists no shapes. Fix: regenerate the dataset.")
         if txt_enc is None:
             txt_enc = load_text_encoder(txt_model, txt_model_path, device=device, max_length=max_length,
-                                        allow_download=allow_download)
+                                        allow_download=allow_download, progress=progress)
             pc_enc = build_pc_encoder(kind, weights, pc_model, num_tokens, pooling, device)
         captions, links, meta = [], [], []
         for j, rec in enumerate(records):

@@ -398,9 +398,7 @@ class Retriever:
             if len(names) != len(files):
                 raise SearchError(f"add_shapes: {len(files)} shape files but {len(names)} ids. Fix: one id per file.")
             part = self._embed_files(files, names, up)
-        taken = set(self.gallery.ids)
-        part.ids = _unique_ids([n for n in self.gallery.ids] + part.ids)[len(self.gallery):]
-        part.ids = [i if i not in taken else f"{i}~{len(taken)}" for i in part.ids]
+        part.ids = _unique_ids(self.gallery.ids + part.ids)[len(self.gallery):]
         self.gallery.extend(part)
         self.index = None
         return list(part.ids)
@@ -463,9 +461,9 @@ class Retriever:
     def _encode_points(self, clouds) -> tuple[Tensor, Tensor]:
         from h2arn.extract import encode_clouds
 
-        need = 3 if self.point_encoder.channels == "xyz" else 6
-        return encode_clouds(self.point_encoder, [np.asarray(c)[:, :max(need, 3)] if need == 3 else c for c in clouds],
-                             self.num_points, device=self.device, progress=self.progress, desc="point tokens")
+        cols = 3 if self.point_encoder.channels == "xyz" else 6   # same width in a batch; rgb unused by xyz encoders
+        return encode_clouds(self.point_encoder, [np.asarray(c)[:, :cols] for c in clouds], self.num_points,
+                             device=self.device, progress=self.progress, desc="point tokens")
 
     @torch.no_grad()
     def _gallery_from_tokens(self, tokens, mask, points, names, paths, digests, ups) -> Gallery:
@@ -717,8 +715,6 @@ def _thumbnail_png(points: np.ndarray, title: str) -> str:
 def write_html(results: Sequence[QueryResult], retriever: Retriever, path: str | os.PathLike) -> Path:
     """One self-contained page: per query, its token weights and a rendered thumbnail + distance per hit."""
     from html import escape
-
-    from h2arn.features import atomic_save  # noqa: F401  (same atomic pattern below, for text)
 
     parts = ["<!doctype html><meta charset='utf-8'><title>h2arn search</title>",
              "<style>body{font-family:sans-serif} .hit{display:inline-block;margin:4px;text-align:center;"
