@@ -13,7 +13,7 @@ Conventions (the same as ``data/README.md`` and :mod:`h2arn.data.shapes`):
   :func:`h2arn.data.shapes.triangles`, the generator's own sampler, seeded from the file's content
   (the same file always gives the same cloud);
 * point clouds (XYZ/TXT: 3 or >= 6 whitespace- or comma-separated columns; NPY: ``(N, 3)`` or
-  ``(N, >= 6)``; a PLY without faces) are used as they are;
+  ``(N, >= 6)``; a PLY without faces) are used as they are (an OBJ/OFF/STL/GLB without faces is an error);
 * **y is up**. ``up="z"`` rotates a z-up shape (most CAD/scan exports) to y-up first: the shared
   ModelNet40 PointNet falls from ~0.8 to ~0.1 top-1 on z-up input, so the axis is never guessed;
 * normalisation: :func:`h2arn.data.normalize_unit_sphere` (bounding-box centre, farthest point at 1);
@@ -115,7 +115,7 @@ def prepare_points(points, up: str = "y", source: str = "array") -> np.ndarray:
         raise ShapeReadError(f"{source}: all points coincide (zero extent). Fix: pass a real shape.")
     if arr.shape[1] >= 6:
         rgb = arr[:, 3:6]
-        if rgb.max() > 1.0:
+        if rgb.max() > 1.5:          # 0..255 (0..1 colours never get there, even after interpolation)
             rgb = rgb / 255.0
         return np.concatenate([xyz, np.clip(rgb, 0.0, 1.0)], axis=1).astype(np.float32)
     return xyz.astype(np.float32)
@@ -186,7 +186,7 @@ def _read_mesh(path: Path, num_points: int, up: str) -> np.ndarray:
     if isinstance(loaded, trimesh.Scene):
         geoms = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)] if loaded.geometry else []
         loaded = trimesh.util.concatenate(geoms) if geoms else None
-    if isinstance(loaded, trimesh.PointCloud):   # e.g. a PLY of vertices only: a point cloud
+    if isinstance(loaded, trimesh.PointCloud) and path.suffix.lower() == ".ply":   # a scan: vertices only
         colors = getattr(loaded, "colors", None)
         pts = np.asarray(loaded.vertices, float)
         if colors is not None and len(colors) == len(pts) and np.ptp(np.asarray(colors)[:, :3]) > 0:

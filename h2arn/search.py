@@ -362,8 +362,8 @@ class Retriever:
                               "its weights, point and token counts, pooling, text model), so new shapes cannot be "
                               "embedded compatibly. Fix: retrain it with this version of h2arn (python -m h2arn.train "
                               "..., or ensure_trained(...) in the course), which records them.")
-        text_encoder = _load_recorded_text_encoder(features, path, dev)
         point_encoder = _load_recorded_point_encoder(features, path, dev, pc_weights)
+        text_encoder = _load_recorded_text_encoder(features, path, dev)
         return cls(model, model_file=path, model_sha256=_sha256(path), features=features, text_encoder=text_encoder,
                    point_encoder=point_encoder, device=dev, cache_dir=cache_dir, progress=progress)
 
