@@ -506,7 +506,7 @@ class Retriever:
         emb, tokens, mask = self.encode_queries(texts)
         k = min(int(k), len(self.gallery))
         if self.index is not None:
-            idx, dist = self.index.search(emb.double(), k)
+            idx, dist = self.index.search(emb, k)
         else:
             d = self.distances(emb)
             dist, idx = torch.topk(d, k, dim=1, largest=False)
@@ -535,10 +535,10 @@ class Retriever:
                               "search without one (--index none).")
         from h2arn.index import LorentzIndex
 
-        index = LorentzIndex(self.gallery.emb.shape[1] - 1, float(self.model.curvature()), kind)
+        index = LorentzIndex(self.gallery.emb.shape[1] - 1, float(self.model.curvature().detach()), kind)
         if kind == "ivf":
-            index.train(self.gallery.emb.double())
-        index.add(self.gallery.emb.double())
+            index.train(self.gallery.emb)
+        index.add(self.gallery.emb)   # float32, as made: the index checks them at float32 tolerance
         self.index = index
 
     # ------------------------------------------------------------------ gallery files
@@ -613,7 +613,7 @@ class Retriever:
         if meta.get("index", "none") != "none":
             from h2arn.index import LorentzIndex
 
-            self.index = LorentzIndex.load(folder / INDEX_FILE, c=float(self.model.curvature()),
+            self.index = LorentzIndex.load(folder / INDEX_FILE, c=float(self.model.curvature().detach()),
                                            dim=g.emb.shape[1] - 1)
         return self
 
