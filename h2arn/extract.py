@@ -78,7 +78,8 @@ def resolve_dataset(base_data_dir: str | Path) -> tuple[Path, list[str]]:
         return base.parent, [base.name]
     raise ExtractError(f"{base}: no caption files found (expected e.g. {base / 'Elephant' / 'Elephant_caption_train.json'}"
                        f" or {base / 'S3DIS' / 'S3DIS_train_captions.json'}). Fix: point --base_data_dir at the "
-                       "dataset root.")
+                       "dataset root; to search a folder of your own (caption-less) shapes with a trained model, "
+                       "use python -m h2arn.search index --model <model file> --shapes <folder> --out <gallery>.")
 
 
 def _split_inputs(root: Path, subset: str, split: str) -> list[Path]:

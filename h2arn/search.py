@@ -34,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ from torch import Tensor
 
 from h2arn import lorentz as L
 
-__all__ = ["SearchError", "Hit", "QueryResult", "Gallery", "Retriever", "main", "SearchResult", "RetrievalSession", "encode_query", "search", "token_assignment", "contribution_map",
+__all__ = ["SearchError", "Hit", "QueryResult", "Gallery", "Retriever", "main", "SearchResult", "RetrievalSession", "session_from_run", "encode_query", "search", "token_assignment", "contribution_map",
            "redundancy_share", "effective_number", "text_contributions"]
 
 
@@ -109,6 +109,57 @@ class RetrievalSession:
 
     def search(self, query: str, k: int = 5) -> list[SearchResult]:
         return search(self, query, k)
+
+
+def session_from_run(run_dir: str | os.PathLike, split: str = "test", device: str = "auto") -> RetrievalSession:
+    """A run's ``split`` gallery (its clouds, captions and their embeddings) as a :class:`RetrievalSession`.
+
+    The caption features and the query use the same text encoder (the run's ``txt_model``); the clouds
+    are read from the generated dataset the features were extracted from (matched by the ``shape`` in the
+    meta file); ``points_per_cloud`` is the point count extraction kept (recorded in the model file).
+    """
+    from h2arn.data import available_subsets, ensure_synthetic, load_metadata, load_split
+    from h2arn.device import resolve_device
+    from h2arn.encoders.text import load_text_encoder
+    from h2arn.evaluate import embed_split
+    from h2arn.runs import load_run_split, load_trained, read_metrics
+
+    dev = resolve_device(device)
+    run_dir = Path(run_dir)
+    model, payload = load_trained(run_dir, str(dev))
+    if not model.hyperbolic:
+        raise ValueError(f"{run_dir}: the interactive chapter needs a hyperbolic model (this run is Euclidean). "
+                         "Fix: use a run of the h2arn variant.")
+    config = read_metrics(run_dir)["config"]
+    data = load_run_split(run_dir, split)
+    text_emb, cloud_emb = embed_split(model, data, dev)
+    owners = data.pc_to_txt()
+    names = [data.meta[o[0]].get("shape") if o else None for o in owners]
+    if any(n is None for n in names):
+        raise ValueError(f"{data.sources}: the meta file has no 'shape' for every cloud; the gallery cannot be "
+                         "matched to point files. Fix: re-run feature extraction (it writes *_meta_<split>.json).")
+    root = ensure_synthetic(config.get("profile", "ci"))
+    records = {}
+    for subset in available_subsets(root):
+        records.update({r.name: r for r in load_split(root, subset, split)})
+    missing = [n for n in names if n not in records]
+    if missing:
+        raise ValueError(f"{root}: shapes {missing[:3]} of the {split} features have no point file there. Fix: "
+                         "regenerate the dataset and the features of this profile (they must come from the same seed).")
+    encoder = load_text_encoder(str(config.get("txt_model", "MiniLM")), device=dev, progress=False)
+    recs = [records[n] for n in names]
+    columns = list(load_metadata(root).get("columns", []))
+    flag_col = columns.index("redundant_flag") - 6 if "redundant_flag" in columns else None
+    redundant = [(r.extra[:, flag_col] > 0) if flag_col is not None and r.extra is not None
+                 and r.extra.shape[1] > flag_col else None for r in recs]
+    features = payload.get("features") or {}
+    return RetrievalSession(
+        model=model, encode_captions=lambda caps: encoder.encode(list(caps), progress=False), cloud_tokens=data.pc,
+        cloud_mask=data.pc_mask, cloud_emb=cloud_emb.cpu(), cloud_names=list(names),
+        cloud_points=[r.points for r in recs], cloud_categories=[r.meta.get("category") for r in recs],
+        text_emb=text_emb.cpu(), captions=[m.get("caption", "") for m in data.meta], txt_to_pc=data.txt_to_pc.cpu(),
+        caption_levels=[m.get("level") for m in data.meta], tokenize=lambda text: word_pieces(encoder, text),
+        device=dev, cloud_redundant=redundant, points_per_cloud=features.get("num_points"))
 
 
 # --------------------------------------------------------------------------- search
