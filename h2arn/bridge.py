@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["ZeroShotBridge", "BridgeError", "load_real_shapes", "RealShapes", "REAL_SHAPE_QUERIES", "class_prompt",
-           "map_by_query_type", "query_list"]
+           "map_by_query_type", "paired_map_difference", "query_list"]
 
 POSTERIOR_POINTS = 1024   # the shared checkpoint's input size (KNOWN_CHECKPOINTS: 1024 points, xyz, y-up)
 
@@ -54,8 +54,12 @@ class ZeroShotBridge:
     device: torch.device = torch.device("cpu")
 
     @classmethod
-    def from_shared(cls, device: str = "auto", weights: str | os.PathLike | None = None) -> "ZeroShotBridge":
-        """Load MiniLM and the shared ModelNet40 PointNet (``weights`` overrides the shared path)."""
+    def from_shared(cls, device: str = "auto", weights: str | os.PathLike | None = None,
+                    text_encoder=None) -> "ZeroShotBridge":
+        """Load MiniLM and the shared ModelNet40 PointNet (``weights`` overrides the shared path).
+
+        ``text_encoder``: an already loaded MiniLM :class:`h2arn.encoders.text.TextEncoder` to reuse.
+        """
         from h2arn.device import resolve_device
         from h2arn.encoders.text import load_text_encoder
         from h2arn.encoders.weights import load_point_encoder, shared_pointnet_path
@@ -70,7 +74,10 @@ class ZeroShotBridge:
         if not info["classes"] or classifier.num_classes != len(info["classes"]):
             raise BridgeError(f"{path}: has no class names for its {classifier.num_classes} logits. Fix: pass the "
                               "ModelNet40 PointNet classifier checkpoint.")
-        text = load_text_encoder("MiniLM", device=dev, progress=False)
+        if text_encoder is not None and getattr(text_encoder, "name", None) != "MiniLM":
+            raise BridgeError(f"the bridge embeds queries with MiniLM, got a {text_encoder.name} text encoder. Fix: "
+                              "pass a MiniLM encoder or none.")
+        text = text_encoder or load_text_encoder("MiniLM", device=dev, progress=False)
         return cls(text, classifier.to(dev).eval(), list(info["classes"]), dev)
 
     @torch.no_grad()
@@ -80,10 +87,16 @@ class ZeroShotBridge:
 
         pts = downsample_clouds([torch.as_tensor(np.asarray(c)[:, :3], dtype=torch.float32) for c in clouds],
                                 POSTERIOR_POINTS)
-        out = []
-        for p in pts:   # one by one: clouds may have fewer points than 1024
-            out.append(torch.softmax(self.classifier.classify(p[None].to(self.device)).float(), -1).cpu())
-        return torch.cat(out)
+        out = torch.zeros(len(pts), len(self.class_names))
+        by_size: dict[int, list[int]] = {}
+        for i, p in enumerate(pts):            # batch clouds of equal size (smaller ones stay smaller)
+            by_size.setdefault(p.shape[0], []).append(i)
+        for ids in by_size.values():
+            for s in range(0, len(ids), 64):
+                chunk = ids[s:s + 64]
+                logits = self.classifier.classify(torch.stack([pts[i] for i in chunk]).to(self.device)).float()
+                out[chunk] = torch.softmax(logits, -1).cpu()
+        return out
 
     @torch.no_grad()
     def query_class_similarity(self, queries: Sequence[str]) -> Tensor:
@@ -194,3 +207,23 @@ def map_by_query_type(scores_of: dict[str, Tensor], shapes: RealShapes,
 def query_list(queries: dict[str, list[tuple[str, tuple[str, ...]]]] = REAL_SHAPE_QUERIES) -> list[str]:
     """The query texts of ``queries``, flattened type by type (the row order of :func:`map_by_query_type`)."""
     return [q for qs in queries.values() for q, _ in qs]
+
+
+def paired_map_difference(scores_a: Tensor, scores_b: Tensor, shapes: RealShapes,
+                          queries: dict[str, list[tuple[str, tuple[str, ...]]]] = REAL_SHAPE_QUERIES,
+                          n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """Per query type: mean of ``AP_a - AP_b`` over the SAME queries, with a 95% bootstrap interval (paired)."""
+    from h2arn.evaluate import average_precision
+
+    labels = np.asarray(shapes.classes)
+    flat = [(t, cls) for t, qs in queries.items() for _, cls in qs]
+    relevant = torch.as_tensor(np.stack([np.isin(labels, cls) for _, cls in flat]))
+    diff = (average_precision(scores_a, relevant) - average_precision(scores_b, relevant)).numpy()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in queries:
+        vals = diff[[i for i, (tt, _) in enumerate(flat) if tt == t]]
+        boot = vals[rng.integers(0, len(vals), size=(n_boot, len(vals)))].mean(1)
+        rows.append({"query type": t, "n_queries": len(vals), "mean_diff": float(vals.mean()),
+                     "ci_low": float(np.quantile(boot, 0.025)), "ci_high": float(np.quantile(boot, 0.975))})
+    return rows

@@ -418,6 +418,12 @@ class Retriever:
         return cls(model, model_file=path, model_sha256=_sha256(path), features=features, text_encoder=text_encoder,
                    point_encoder=point_encoder, device=dev, cache_dir=cache_dir, progress=progress)
 
+    def empty_copy(self) -> "Retriever":
+        """The same model and encoders (shared, nothing reloaded) with an empty gallery."""
+        return Retriever(self.model, model_file=self.model_file, model_sha256=self.model_sha256,
+                         features=self.features, text_encoder=self.text_encoder, point_encoder=self.point_encoder,
+                         device=self.device, cache_dir=self.cache_dir, progress=self.progress)
+
     @property
     def num_points(self) -> int:
         """Points per cloud the encoder saw at training time (meshes are sampled to this many, clouds FPS'd)."""
@@ -479,8 +485,8 @@ class Retriever:
             todo.append(i)
         if todo:
             self._check_channels([clouds[i] for i in todo], [files[i] for i in todo])
-            seen = downsample_clouds([torch.as_tensor(clouds[i]) for i in todo], self.num_points)
-            tokens, mask = self._encode_points([clouds[i] for i in todo])
+            seen = downsample_clouds([torch.as_tensor(clouds[i]) for i in todo], self.num_points)  # FPS once
+            tokens, mask = self._encode_points([c.numpy() for c in seen])
             from h2arn.features import atomic_save
 
             for j, i in enumerate(todo):
@@ -498,7 +504,7 @@ class Retriever:
 
         self._check_channels(clouds, [f"array {i}" for i in range(len(clouds))])
         seen = [c.float().numpy() for c in downsample_clouds([torch.as_tensor(c) for c in clouds], self.num_points)]
-        tokens, mask = self._encode_points(clouds)
+        tokens, mask = self._encode_points(seen)   # already FPS-downsampled: encode_clouds keeps them as they are
         return self._gallery_from_tokens(tokens, mask, seen, list(names), list(paths), list(digests), [up] * len(clouds))
 
     def _check_channels(self, clouds, sources) -> None:
