@@ -115,3 +115,11 @@ def test_bad_shapes_give_one_clear_error_naming_the_file(tmp_path, case):
         read_shape(path, num_points=64)
     msg = str(info.value)
     assert str(path) in msg and "Fix" in msg and "\n" not in msg
+
+
+def test_ply_without_faces_is_a_point_cloud(tmp_path):
+    pts = np.random.default_rng(2).normal(size=(70, 3))
+    trimesh.PointCloud(pts).export(tmp_path / "scan.ply")
+    got = read_shape(tmp_path / "scan.ply")
+    assert got.shape == (70, 3)
+    np.testing.assert_allclose(got, normalize_unit_sphere(pts)[0], atol=1e-5)

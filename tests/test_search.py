@@ -254,3 +254,20 @@ def test_session_from_own_gallery_and_shapenet_names(env):
     assert session.search("a tall box", 2)[0].name == r.search("a tall box", 2).hits[0].id
     assert category_from_name("bottle_1d4480abe9aa45ce51a99c0e19a8a54") == "bottle"
     assert category_from_name("vase_12") == "vase" and category_from_name("Area_3_office_1") == "office"
+
+
+def test_feature_settings_come_from_the_extraction_manifest(tmp_path):
+    from h2arn.extract import MANIFEST, ExtractError, feature_settings
+
+    opts = {"format": 1, "pc_model": "PointNet", "txt_model": {"name": "MiniLM", "source": "default"},
+            "num_points": 1024, "num_tokens": 100, "pooling": "spatial", "max_length": 77, "pc_weights": "ab" * 32}
+    entries = {"Elephant/train": {"options": opts, "pc_weights": "/w/enc.pt"},
+               "S3DIS/train": {"options": {**opts, "num_tokens": 50}, "pc_weights": "/w/enc.pt"}}
+    (tmp_path / MANIFEST).write_text(json.dumps({"version": 1, "entries": entries}))
+    got = feature_settings([tmp_path / "Elephant_link_train.json"])
+    assert got == {"pc_model": "PointNet", "pc_weights_sha256": "ab" * 32, "pc_weights": "/w/enc.pt",
+                   "num_points": 1024, "num_tokens": 100, "pooling": "spatial",
+                   "txt_model": {"name": "MiniLM", "source": "default"}, "max_length": 77}
+    with pytest.raises(ExtractError, match="num_tokens"):
+        feature_settings([tmp_path / "Elephant_link_train.json", tmp_path / "S3DIS_link_train.json"])
+    assert feature_settings([tmp_path / "other" / "Elephant_link_train.json"]) is None
