@@ -42,6 +42,7 @@ import torch
 
 from h2arn.checkpoint import CheckpointError
 from h2arn.evaluate import evaluate_run
+from h2arn.extract import feature_settings
 from h2arn.features import data_fingerprint
 from h2arn.paths import build_dir
 from h2arn.train import TrainConfig, default_links, train
@@ -161,7 +162,7 @@ def ensure_trained(profile: str = "ci", variant: str = "h2arn", device: str = "a
             m = {}
         fresh = m.get("data", {}).get("fingerprint") == data_fingerprint(cfg.train_link + cfg.val_link)
         if m.get("complete") and _identity(m.get("config", {})) == want and fresh \
-                and _records_features(run_dir / "best_model.pth"):
+                and _recorded_features(run_dir / "best_model.pth") == feature_settings(cfg.train_link):
             return run_dir
         if not fresh:   # the features were re-extracted: the checkpoint belongs to other data
             shutil.rmtree(run_dir)
@@ -181,12 +182,12 @@ def ensure_trained(profile: str = "ci", variant: str = "h2arn", device: str = "a
     return run_dir
 
 
-def _records_features(model_file: Path) -> bool:
-    """Whether a model file says how its features were made (older files do not: retrain them)."""
+def _recorded_features(model_file: Path) -> dict | None:
+    """How a model file says its features were made (older files say nothing: they are retrained)."""
     try:
-        return bool(torch.load(model_file, map_location="cpu", weights_only=True).get("features"))
+        return torch.load(model_file, map_location="cpu", weights_only=True).get("features")
     except Exception:
-        return False
+        return None
 
 
 def ablation_table(profile: str = "ci", variants: Sequence[str] = VARIANT_ORDER, seeds: Iterable[int] = (0,),
