@@ -790,7 +790,9 @@ def write_html(results: Sequence[QueryResult], retriever: Retriever, path: str |
             png = _thumbnail_png(retriever.gallery.points[h.index], f"#{h.rank} {h.id}")
             parts.append(f"<div class='hit'><img src='data:image/png;base64,{png}' width='190'><br>"
                          f"#{h.rank} <b>{escape(h.id)}</b><br>d = {h.distance:.4f}<br>"
-                         f"effective tokens {effective_number(h.token_weights):.1f} of {len(h.token_weights)}</div>")
+                         f"effective tokens {effective_number(h.token_weights):.1f} of {len(h.token_weights)}<br>"
+                         "top token weights " + " ".join(f"{w:.2f}" for w in np.sort(h.token_weights)[::-1][:5])
+                         + "</div>")
         parts.append("</div>")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
