@@ -43,7 +43,7 @@ from .encoders.weights import CheckpointError, load_point_encoder, sha256_file, 
 from .features import FeatureError, atomic_write_json, write_split
 from .paths import build_dir
 
-__all__ = ["extract", "ensure_features", "feature_settings", "link_paths", "ExtractError", "main", "MANIFEST", "PROFILE_SETTINGS"]
+__all__ = ["extract", "ensure_features", "feature_settings", "check_features_match", "link_paths", "ExtractError", "main", "MANIFEST", "PROFILE_SETTINGS"]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -316,6 +316,24 @@ def feature_settings(links: Sequence[str | os.PathLike]) -> dict | None:
             raise ExtractError(f"{link}: its features were extracted with other settings than {links[0]} ({diff}). "
                                "Fix: extract every subset with the same encoders and options.")
     return found[0]
+
+
+def check_features_match(recorded: dict | None, links: Sequence[str | os.PathLike], source: str) -> None:
+    """Refuse features made differently from the ones ``source`` (a model file, a training split) records.
+
+    Compares :func:`feature_settings` of ``links`` with ``recorded`` (the weights' path is not compared,
+    their sha256 is). Nothing is checked when either side has no record (hand-made features, old files).
+    """
+    now = feature_settings(links)
+    if not recorded or not now:
+        return
+    diff = [f"{k}: {now[k]!r} vs {recorded.get(k)!r}" for k in now if k != "pc_weights" and now[k] != recorded.get(k)]
+    if diff:
+        raise FeatureError(f"{links[0]}: these features were made differently from the ones {source} expects "
+                           f"({'; '.join(diff)[:500]}). Fix: extract them with the same settings (--pc_weights "
+                           f"{recorded.get('pc_weights')}, --num_points {recorded.get('num_points')}, --num_tokens "
+                           f"{recorded.get('num_tokens')}, --pooling {recorded.get('pooling')}), or search your own "
+                           "shapes with python -m h2arn.search, which reads the settings from the model file.")
 
 
 def ensure_features(profile: str = "ci", txt_model: str = "MiniLM", pc_model: str = "PointNet", device="auto",

@@ -336,8 +336,9 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
     metrics_path = run_dir / "metrics.json"
 
     fingerprint = data_fingerprint(list(cfg.train_link) + list(cfg.val_link))
-    from .extract import feature_settings
+    from .extract import check_features_match, feature_settings
     features_made_by = feature_settings(cfg.train_link)   # recorded in the model file (h2arn.search)
+    check_features_match(features_made_by, list(cfg.val_link), "the training split")
     train_split = load_split_for_training(cfg.train_link, "train")
     val_split = load_split_for_training(cfg.val_link, "val")
     check_feature_dims(train_split, cfg.d_txt, cfg.d_pcd, "training")

@@ -271,3 +271,16 @@ def test_feature_settings_come_from_the_extraction_manifest(tmp_path):
     with pytest.raises(ExtractError, match="num_tokens"):
         feature_settings([tmp_path / "Elephant_link_train.json", tmp_path / "S3DIS_link_train.json"])
     assert feature_settings([tmp_path / "other" / "Elephant_link_train.json"]) is None
+
+
+def test_inference_refuses_features_made_differently(env, tmp_path):
+    from h2arn.extract import MANIFEST, check_features_match
+    from h2arn.features import FeatureError
+
+    recorded = torch.load(env["model_a"], weights_only=True)["features"]
+    opts = {"format": 1, "pc_model": "PointNet", "txt_model": recorded["txt_model"], "num_points": POINTS,
+            "num_tokens": 50, "pooling": "spatial", "max_length": L_TXT, "pc_weights": recorded["pc_weights_sha256"]}
+    (tmp_path / MANIFEST).write_text(json.dumps({"version": 1, "entries": {"Elephant/test": {"options": opts}}}))
+    with pytest.raises(FeatureError, match="num_tokens: 50 vs 4"):
+        check_features_match(recorded, [tmp_path / "Elephant_link_test.json"], "the model a.pth")
+    check_features_match(recorded, [tmp_path / "S3DIS_link_test.json"], "the model a.pth")   # no record: no check
