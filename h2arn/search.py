@@ -863,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.html:
             print(f"wrote {args.html}", file=sys.stderr if args.json else sys.stdout)
         return 0
-    except (SearchError, ShapeReadError, CheckpointError, WeightsError, TextEncoderError, FeatureError) as exc:
+    except (SearchError, ShapeReadError, CheckpointError, WeightsError, TextEncoderError, FeatureError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
