@@ -9,8 +9,10 @@ Two kinds of file, both plain ``torch.save`` dictionaries that load with ``weigh
 (configs are stored as plain dicts of ints/floats/strings, RNG states as tensors and tuples):
 
 * **model file** (``best_model.pth``): ``{"format": "h2arn-model", "version", "model_config",
-  "loss_config", "state_dict", "epoch", "val_metrics", "train_config"}``. Enough to rebuild the
-  model for inference with no other input.
+  "loss_config", "state_dict", "epoch", "val_metrics", "train_config", "features"}``. Enough to rebuild the
+  model for inference with no other input; ``features`` (:func:`h2arn.extract.feature_settings`: point
+  encoder, its weights' sha256, point count, token count, pooling, text model) says how to embed NEW
+  shapes and queries compatibly (:class:`h2arn.search.Retriever`).
 * **training checkpoint** (``checkpoint.pth``): the model file's keys plus ``optimizer``,
   ``scheduler``, ``rng`` (python/numpy/torch/cuda), ``history`` (the metrics so far) and
   ``best`` (best validation metric and epoch). Written after every epoch, so ``--resume``

@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -32,7 +33,8 @@ from .device import autocast, resolve_device
 from .features import FeatureSplit, atomic_write_json, data_fingerprint, load_feature_splits, trim_padding
 from .runs import load_run_split, load_trained, test_links_of
 
-__all__ = ["RECALL_KS", "ranks_text_to_cloud", "ranks_cloud_to_text", "retrieval_metrics",
+__all__ = ["RECALL_KS", "ranks_text_to_cloud", "ranks_cloud_to_text", "retrieval_metrics", "average_precision",
+           "chance_average_precision",
            "encode_all", "similarity_in_blocks", "embed_split", "evaluate_split", "evaluate_run",
            "hierarchy_check", "top_k_clouds"]
 
@@ -104,6 +106,36 @@ def retrieval_metrics(sim: Tensor, txt_to_pc: Tensor) -> dict[str, float]:
     out["n_txt"] = int(sim.shape[0])
     out["n_pc"] = int(has_caption.sum())
     return out
+
+
+def average_precision(scores: Tensor, relevant: Tensor) -> Tensor:
+    """Per-query average precision ``(Q,)`` of a ranking: scores ``(Q, N)`` (higher first), relevant ``(Q, N)`` bool.
+
+    AP = mean over the relevant items of the precision at their rank (ties broken by index, stable sort).
+    Queries without a relevant item get NaN. Used for class-level search (several right shapes per query).
+    """
+    order = torch.argsort(scores.double(), dim=1, descending=True, stable=True)
+    rel = relevant.bool().gather(1, order).double()
+    hits = rel.cumsum(1)
+    ranks = torch.arange(1, rel.shape[1] + 1, dtype=torch.float64)
+    n_rel = rel.sum(1)
+    ap = (rel * hits / ranks).sum(1) / n_rel.clamp_min(1)
+    return torch.where(n_rel > 0, ap, torch.full_like(ap, float("nan")))
+
+
+def chance_average_precision(n_relevant: int, n_total: int) -> float:
+    """Expected AP of a uniformly random ranking with ``n_relevant`` of ``n_total`` items relevant (exact).
+
+    ``E[AP] = (1/N) sum_n (1 + (n-1)(R-1)/(N-1)) / n``: item at rank n is relevant with probability R/N, and
+    then the other n-1 items above it hold (n-1)(R-1)/(N-1) relevant ones on average.
+    """
+    R, N = int(n_relevant), int(n_total)
+    if not 0 < R <= N:
+        raise ValueError(f"need 0 < n_relevant <= n_total, got {R}, {N}")
+    if N == 1:
+        return 1.0
+    n = np.arange(1, N + 1, dtype=np.float64)
+    return float(np.mean((1 + (n - 1) * (R - 1) / (N - 1)) / n))
 
 
 @torch.no_grad()

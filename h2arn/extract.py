@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -42,7 +43,7 @@ from .encoders.weights import CheckpointError, load_point_encoder, sha256_file, 
 from .features import FeatureError, atomic_write_json, write_split
 from .paths import build_dir
 
-__all__ = ["extract", "ensure_features", "link_paths", "ExtractError", "main", "MANIFEST", "PROFILE_SETTINGS"]
+__all__ = ["extract", "ensure_features", "feature_settings", "check_features_match", "link_paths", "ExtractError", "main", "MANIFEST", "PROFILE_SETTINGS"]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -77,7 +78,8 @@ def resolve_dataset(base_data_dir: str | Path) -> tuple[Path, list[str]]:
         return base.parent, [base.name]
     raise ExtractError(f"{base}: no caption files found (expected e.g. {base / 'Elephant' / 'Elephant_caption_train.json'}"
                        f" or {base / 'S3DIS' / 'S3DIS_train_captions.json'}). Fix: point --base_data_dir at the "
-                       "dataset root.")
+                       "dataset root; to search a folder of your own (caption-less) shapes with a trained model, "
+                       "use python -m h2arn.search index --model <model file> --shapes <folder> --out <gallery>.")
 
 
 def _split_inputs(root: Path, subset: str, split: str) -> list[Path]:
@@ -138,6 +140,14 @@ def _resolve_pc_weights(pc_weights, pc_model: str, root: Path, device, pretrain_
                                "H2ARN_SHARED to the shared folder, pass a file path, or use --pc_weights pretrain.")
         return "file", path
     if spec == "pretrain":
+        from .data.t3drhit import caption_path
+
+        (available_subsets,) = data_api("available_subsets")
+        if not any(caption_path(root, s, "train").is_file() for s in available_subsets(root)):
+            raise ExtractError(f"{root}: --pc_weights pretrain trains a point encoder on the train split, and this "
+                               "folder has none. Fix: pass the encoder the model was trained with (--pc_weights "
+                               "<file> or 'shared'), or, to search your own shapes with a trained model, use "
+                               "python -m h2arn.search index --model <model file> (it reads the encoder from it).")
         return "file", ensure_pretrained(pc_model, root, config=pretrain_config, training=pretrain_training,
                                          device=device, progress=progress)
     path = Path(spec)
@@ -147,7 +157,7 @@ def _resolve_pc_weights(pc_weights, pc_model: str, root: Path, device, pretrain_
     return "file", path
 
 
-def _build_pc_encoder(kind: str, path: Path | None, pc_model: str, num_tokens: int, pooling: str, device):
+def build_pc_encoder(kind: str, path: Path | None, pc_model: str, num_tokens: int, pooling: str, device):
     if kind == "random":
         from .encoders import build_point_encoder
         from .encoders.pretrain import DEFAULT_CONFIGS
@@ -187,7 +197,7 @@ def encode_clouds(encoder, clouds: Sequence[np.ndarray], num_points: int, batch_
     return torch.stack(tokens), torch.stack(masks)
 
 
-def _text_identity(name: str, path) -> dict:
+def text_identity(name: str, path) -> dict:
     """What decides the text features: model name, source and (for a folder) its files' fingerprint."""
     from .encoders.text import minilm_path
 
@@ -230,7 +240,7 @@ def extract(base_data_dir, pc_model: str = "PointNet", txt_model: str = "MiniLM"
 
     kind, weights = _resolve_pc_weights(pc_weights, pc_model, root, device, pretrain_config, pretrain_training,
                                         progress)
-    options = dict(format=FORMAT_VERSION, pc_model=pc_model, txt_model=_text_identity(txt_model, txt_model_path),
+    options = dict(format=FORMAT_VERSION, pc_model=pc_model, txt_model=text_identity(txt_model, txt_model_path),
                    num_points=num_points, num_tokens=num_tokens, pooling=pooling, max_length=max_length,
                    pc_weights=sha256_file(weights) if weights is not None else "random")
     manifest_path = out / MANIFEST
@@ -249,8 +259,8 @@ def extract(base_data_dir, pc_model: str = "PointNet", txt_model: str = "MiniLM"
             raise ExtractError(f"{caption_path(root, subset, split)} lists no shapes. Fix: regenerate the dataset.")
         if txt_enc is None:
             txt_enc = load_text_encoder(txt_model, txt_model_path, device=device, max_length=max_length,
-                                        allow_download=allow_download)
-            pc_enc = _build_pc_encoder(kind, weights, pc_model, num_tokens, pooling, device)
+                                        allow_download=allow_download, progress=progress)
+            pc_enc = build_pc_encoder(kind, weights, pc_model, num_tokens, pooling, device)
         captions, links, meta = [], [], []
         for j, rec in enumerate(records):
             for k, cap in enumerate(rec.captions):
@@ -296,6 +306,54 @@ def link_paths(feature_dir, split: str) -> list[Path]:
                            f"{feature_dir / f'Elephant_link_{split}.json'}). Fix: run feature extraction "
                            "(h2arn.extract.ensure_features or python -m h2arn.extract).")
     return paths
+
+
+def feature_settings(links: Sequence[str | os.PathLike]) -> dict | None:
+    """How the features behind ``links`` were made, from the ``manifest.json`` beside them (None if absent).
+
+    ``{"pc_model", "pc_weights_sha256", "pc_weights", "num_points", "num_tokens", "pooling", "txt_model",
+    "max_length"}``: what a model file records so that new shapes and queries are embedded compatibly
+    (:class:`h2arn.search.Retriever`). Raises :class:`ExtractError` when the link files were made differently.
+    """
+    found = []
+    for link in map(Path, links):
+        manifest = _read_manifest(link.parent / MANIFEST)
+        stem = link.name.replace(".json", "")
+        subset, _, split = stem.partition("_link_")
+        entry = manifest["entries"].get(f"{subset}/{split}")
+        if not entry:
+            return None
+        o = entry["options"]
+        found.append({"pc_model": o["pc_model"], "pc_weights_sha256": o["pc_weights"],
+                      "pc_weights": entry.get("pc_weights"), "num_points": o["num_points"],
+                      "num_tokens": o["num_tokens"], "pooling": o["pooling"], "txt_model": o["txt_model"],
+                      "max_length": o["max_length"]})
+    if not found:
+        return None
+    for other, link in zip(found[1:], links[1:]):
+        diff = sorted(k for k in found[0] if k != "pc_weights" and found[0][k] != other[k])
+        if diff:
+            raise ExtractError(f"{link}: its features were extracted with other settings than {links[0]} ({diff}). "
+                               "Fix: extract every subset with the same encoders and options.")
+    return found[0]
+
+
+def check_features_match(recorded: dict | None, links: Sequence[str | os.PathLike], source: str) -> None:
+    """Refuse features made differently from the ones ``source`` (a model file, a training split) records.
+
+    Compares :func:`feature_settings` of ``links`` with ``recorded`` (the weights' path is not compared,
+    their sha256 is). Nothing is checked when either side has no record (hand-made features, old files).
+    """
+    now = feature_settings(links)
+    if not recorded or not now:
+        return
+    diff = [f"{k}: {now[k]!r} vs {recorded.get(k)!r}" for k in now if k != "pc_weights" and now[k] != recorded.get(k)]
+    if diff:
+        raise FeatureError(f"{links[0]}: these features were made differently from the ones {source} expects "
+                           f"({'; '.join(diff)[:500]}). Fix: extract them with the same settings (--pc_weights "
+                           f"{recorded.get('pc_weights')}, --num_points {recorded.get('num_points')}, --num_tokens "
+                           f"{recorded.get('num_tokens')}, --pooling {recorded.get('pooling')}), or search your own "
+                           "shapes with python -m h2arn.search, which reads the settings from the model file.")
 
 
 def ensure_features(profile: str = "ci", txt_model: str = "MiniLM", pc_model: str = "PointNet", device="auto",

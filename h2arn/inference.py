@@ -99,6 +99,8 @@ def evaluate_checkpoint(best_model_path: str | os.PathLike, test_links: Sequence
     dev = resolve_device(device)
     model, payload = load_model_file(best_model_path, dev, expect_config=expect_config)
     split = load_test_split(test_links, test_txt_path, test_cld_path)
+    from .extract import check_features_match
+    check_features_match(payload.get("features"), list(test_links), f"the model {best_model_path}")
     mc = payload["model_config"]
     check_feature_dims(split, mc["d_txt"], mc["d_pcd"], "test",
                        reference=f"the model in {best_model_path} (trained on d_txt={mc['d_txt']}, d_pcd={mc['d_pcd']})")

@@ -581,6 +581,9 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
     metrics_path = run_dir / "metrics.json"
 
     fingerprint = data_fingerprint(list(cfg.train_link) + list(cfg.val_link))
+    from .extract import check_features_match, feature_settings
+    features_made_by = feature_settings(cfg.train_link)   # recorded in the model file (h2arn.search)
+    check_features_match(features_made_by, list(cfg.val_link), "the training split")
     train_split = load_split_for_training(cfg.train_link, "train")
     val_split = load_split_for_training(cfg.val_link, "val")
     check_feature_dims(train_split, cfg.d_txt, cfg.d_pcd, "training")
@@ -708,7 +711,8 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
             best = {"epoch": epoch, "val_rsum": val["rsum"], "val": val}
         if improved and is_main:
             _save_or_explain(lambda: save_model_file(save_path, model, loss_config=loss_cfg, epoch=epoch,
-                                                     val_metrics=val, train_config=cfg.to_dict()),
+                                                     val_metrics=val, train_config=cfg.to_dict(),
+                                                     extra={"features": features_made_by}),
                              save_path, epoch, ckpt_path)
         rng_ranks = all_gather_object(capture_rng_state()) if distributed else None
         checkpoint = {

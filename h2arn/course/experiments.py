@@ -42,6 +42,7 @@ import torch
 
 from h2arn.checkpoint import CheckpointError
 from h2arn.evaluate import evaluate_run
+from h2arn.extract import feature_settings
 from h2arn.features import data_fingerprint
 from h2arn.paths import build_dir
 from h2arn.train import TrainConfig, default_links, train
@@ -130,12 +131,21 @@ def _identity(cfg: dict) -> dict:
 
 
 def ensure_trained(profile: str = "ci", variant: str = "h2arn", device: str = "auto", seed: int = 0,
-                   force: bool = False, quiet: bool = True, **overrides) -> Path:
+                   force: bool = False, quiet: bool = True, pc_weights: str | None = None, **overrides) -> Path:
     """Train (or resume, or reuse) one run and return its folder (``best_model.pth``, ``metrics.json``, ...).
 
     A finished run whose stored configuration equals the requested one is reused as is; an
-    interrupted one is resumed; a stale one (different configuration or code) is retrained.
+    interrupted one is resumed; a stale one (different configuration or code, or a model file that does
+    not record its feature extractor) is retrained. ``pc_weights`` (a checkpoint path or ``"shared"``)
+    trains on features extracted with that point encoder instead of the profile's pretrained one.
     """
+    if pc_weights is not None and not overrides.get("train_link"):
+        from h2arn.extract import ensure_features, link_paths
+
+        feats = ensure_features(FEATURE_PROFILE[profile], txt_model=overrides.get("txt_model", "MiniLM"),
+                                pc_model=overrides.get("pc_model") or "PointNet", device=device, pc_weights=pc_weights)
+        overrides = {**overrides, "train_link": [str(p) for p in link_paths(feats, "train")],
+                     "val_link": [str(p) for p in link_paths(feats, "val")]}
     cfg = config_for(profile, variant, seed, device, **overrides)
     run_dir = Path(cfg.run_dir)
     if force and run_dir.exists():
@@ -151,7 +161,8 @@ def ensure_trained(profile: str = "ci", variant: str = "h2arn", device: str = "a
         except json.JSONDecodeError:
             m = {}
         fresh = m.get("data", {}).get("fingerprint") == data_fingerprint(cfg.train_link + cfg.val_link)
-        if m.get("complete") and _identity(m.get("config", {})) == want and fresh:
+        if m.get("complete") and _identity(m.get("config", {})) == want and fresh \
+                and _recorded_features(run_dir / "best_model.pth") == feature_settings(cfg.train_link):
             return run_dir
         if not fresh:   # the features were re-extracted: the checkpoint belongs to other data
             shutil.rmtree(run_dir)
@@ -169,6 +180,14 @@ def ensure_trained(profile: str = "ci", variant: str = "h2arn", device: str = "a
         shutil.rmtree(run_dir, ignore_errors=True)
         train(cfg, quiet=quiet)
     return run_dir
+
+
+def _recorded_features(model_file: Path) -> dict | None:
+    """How a model file says its features were made (older files say nothing: they are retrained)."""
+    try:
+        return torch.load(model_file, map_location="cpu", weights_only=True).get("features")
+    except Exception:
+        return None
 
 
 def ablation_table(profile: str = "ci", variants: Sequence[str] = VARIANT_ORDER, seeds: Iterable[int] = (0,),

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -47,86 +46,23 @@ from torch import Tensor
 
 from h2arn import lorentz as L
 from h2arn.search import (RetrievalSession, SearchResult, contribution_map, effective_number, encode_query,
-                          redundancy_share, search, text_contributions, token_assignment)
+                          redundancy_share, search, session_from_run, text_contributions, token_assignment)
 
 __all__ = ["SearchResult", "RetrievalSession", "load_session", "search", "draw_results", "DiskLayout",
            "disk_layout", "cone_fractions", "draw_disk", "token_assignment", "contribution_map",
            "draw_contributions", "redundancy_share", "text_contributions", "draw_text_contributions", "RetrievalApp"]
 
 
-def _txt_model_of(run_dir: Path) -> str:
-    from h2arn.runs import read_metrics
-
-    return str(read_metrics(run_dir)["config"].get("txt_model", "MiniLM"))
-
-
-def _extraction_points(profile: str) -> int:
-    """How many points :func:`h2arn.extract.ensure_features` kept per cloud (FPS) before tokenising."""
-    from h2arn.course.experiments import FEATURE_PROFILE
-    from h2arn.extract import PROFILE_SETTINGS
-
-    return int(PROFILE_SETTINGS[FEATURE_PROFILE[profile]]["num_points"])
-
-
 def load_session(profile: str = "ci", device: str = "auto", variant: str = "h2arn", seed: int = 0,
                  split: str = "test") -> RetrievalSession:
-    """Train (or reuse the cached) run of ``profile`` and gather the test gallery into a session.
-
-    The caption features and the query use the same text encoder (the run's ``txt_model``); the clouds
-    are read from the dataset the features were extracted from (matched by the ``shape`` in the meta file).
-    """
-    from h2arn.data import available_subsets, ensure_synthetic, load_split
+    """Train (or reuse the cached) run of ``profile`` and gather its ``split`` gallery into a session
+    (:func:`h2arn.search.session_from_run` does the gathering)."""
+    from h2arn.course.experiments import ensure_trained
     from h2arn.device import resolve_device
-    from h2arn.encoders.text import load_text_encoder
-    from h2arn.course.experiments import FEATURE_PROFILE, ensure_trained
-    from h2arn.evaluate import embed_split
-    from h2arn.runs import load_run_split, load_trained
 
     dev = resolve_device(device)
     run_dir = ensure_trained(profile, variant, str(dev), seed=seed)
-    model, _ = load_trained(run_dir, str(dev))
-    if not model.hyperbolic:
-        raise ValueError(f"{run_dir}: the interactive chapter needs a hyperbolic model (variant {variant!r} is "
-                         "Euclidean). Fix: use variant='h2arn'.")
-    data = load_run_split(run_dir, split)
-    text_emb, cloud_emb = embed_split(model, data, dev)
-    owners = data.pc_to_txt()
-    names = [data.meta[o[0]].get("shape") if o else None for o in owners]
-    if any(n is None for n in names):
-        raise ValueError(f"{data.sources}: the meta file has no 'shape' for every cloud; the gallery cannot be "
-                         "matched to point files. Fix: re-run feature extraction (it writes *_meta_<split>.json).")
-    root = ensure_synthetic(FEATURE_PROFILE[profile])
-    records = {}
-    for subset in available_subsets(root):
-        records.update({r.name: r for r in load_split(root, subset, split)})
-    missing = [n for n in names if n not in records]
-    if missing:
-        raise ValueError(f"{root}: shapes {missing[:3]} of the {split} features have no point file there. Fix: "
-                         "regenerate the dataset and the features of this profile (they must come from the same seed).")
-    encoder = load_text_encoder(_txt_model_of(run_dir), device=dev)
-
-    def encode_captions(captions: Sequence[str]) -> tuple[Tensor, Tensor]:
-        return encoder.encode(list(captions), progress=False)
-
-    def tokenize(text: str) -> list[str]:
-        ids = encoder.tokenizer(text, truncation=True, max_length=encoder.max_length)["input_ids"]
-        return encoder.tokenizer.convert_ids_to_tokens(ids)
-
-    recs = [records[n] for n in names]
-    points_per_cloud = _extraction_points(profile)
-    from h2arn.data import load_metadata
-
-    columns = list(load_metadata(root).get("columns", []))
-    flag_col = columns.index("redundant_flag") - 6 if "redundant_flag" in columns else None
-    redundant = [(r.extra[:, flag_col] > 0) if flag_col is not None and r.extra is not None
-                 and r.extra.shape[1] > flag_col else None for r in recs]
-    return RetrievalSession(
-        model=model, encode_captions=encode_captions, cloud_tokens=data.pc, cloud_mask=data.pc_mask,
-        cloud_emb=cloud_emb.cpu(), cloud_names=list(names), cloud_points=[r.points for r in recs],
-        cloud_categories=[r.meta.get("category") for r in recs], text_emb=text_emb.cpu(),
-        captions=[m.get("caption", "") for m in data.meta], txt_to_pc=data.txt_to_pc.cpu(),
-        caption_levels=[m.get("level") for m in data.meta], tokenize=tokenize, device=dev,
-        cloud_redundant=redundant, points_per_cloud=points_per_cloud)
+    return session_from_run(run_dir, split, str(dev))
 
 
 def draw_results(session: RetrievalSession, results: Sequence[SearchResult], query: str | None = None,

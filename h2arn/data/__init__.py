@@ -5,10 +5,13 @@ Public API (other modules depend on these names):
 * :func:`ensure_synthetic` ``(profile="ci", seed=0, root=None) -> Path``: build if missing, return the root
 * :func:`load_split` ``(dataset_root, subset, split) -> list[ShapeRecord]``; :class:`ShapeRecord`
 * :func:`available_subsets`, :func:`load_metadata`, :func:`find_t3drhit`, :class:`DatasetError`
+* :func:`normalize_unit_sphere`: the benchmark's normalisation (bounding-box centre, unit sphere; y is up).
+  Meshes are sampled with :func:`h2arn.data.shapes.triangles` (area-weighted, as every generator part)
 * :mod:`h2arn.data.viz`: :func:`plot_cloud`, :func:`draw_examples`
 
 CLI: ``python -m h2arn.data generate --profile ci|full [--seed N] [--out DIR]``.
 """
+from .shapes import normalize_unit_sphere
 from .synthetic import PROFILES, default_root, ensure_synthetic, generate
 from .t3drhit import (DatasetError, ShapeRecord, available_splits, available_subsets, find_t3drhit,
                       load_metadata, load_split, read_points)
@@ -16,4 +19,4 @@ from .viz import draw_examples, plot_cloud
 
 __all__ = ["DatasetError", "ShapeRecord", "PROFILES", "available_splits", "available_subsets", "default_root",
            "draw_examples", "ensure_synthetic", "find_t3drhit", "generate", "load_metadata", "load_split",
-           "plot_cloud", "read_points"]
+           "normalize_unit_sphere", "plot_cloud", "read_points"]

@@ -137,6 +137,37 @@ def box(center, size) -> Tuple[Sampler, float]:
     return sample, float(face_areas.sum())
 
 
+def triangles(vertices, faces, vertex_colors=None) -> Tuple[Sampler, float]:
+    """Surface of a triangle mesh ``vertices (V, 3)``, ``faces (F, 3)`` int; triangles picked by area.
+
+    The same scheme as every primitive here (a piece picked with probability proportional to its
+    area, then a uniform position on it: ``sqrt`` barycentric coordinates), so a user's mesh is sampled
+    exactly as the generated benchmark's shapes are (:mod:`h2arn.meshes` reads the files). With
+    ``vertex_colors (V, 3)`` the sampler returns ``(n, 6)`` (xyz, colour interpolated barycentrically).
+    Degenerate (zero-area) triangles are never picked; a mesh with no area raises ``ValueError``.
+    """
+    v = np.asarray(vertices, float)
+    f = np.asarray(faces, dtype=np.int64)
+    a, b, cc = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    face_areas = 0.5 * np.linalg.norm(np.cross(b - a, cc - a), axis=1)
+    total = float(face_areas.sum())
+    if not (np.isfinite(total) and total > 0):
+        raise ValueError("the mesh has no surface area (every triangle is degenerate)")
+    prob = face_areas / total
+    col = None if vertex_colors is None else np.asarray(vertex_colors, float)
+
+    def sample(n, rng):
+        k = rng.choice(len(prob), size=n, p=prob)
+        r1, r2 = np.sqrt(rng.random(n)), rng.random(n)
+        wa, wb, wc = (1 - r1)[:, None], (r1 * (1 - r2))[:, None], (r1 * r2)[:, None]
+        pts = wa * a[k] + wb * b[k] + wc * cc[k]
+        if col is None:
+            return pts
+        fk = f[k]
+        return np.concatenate([pts, wa * col[fk[:, 0]] + wb * col[fk[:, 1]] + wc * col[fk[:, 2]]], axis=1)
+    return sample, total
+
+
 def _frame(direction: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     d = direction / np.linalg.norm(direction)
     helper = np.array([1.0, 0.0, 0.0]) if abs(d[0]) < 0.9 else np.array([0.0, 0.0, 1.0])

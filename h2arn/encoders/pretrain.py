@@ -60,10 +60,15 @@ def category_of(record) -> str:
     cat = (record.meta or {}).get("category")
     if cat:
         return str(cat)
-    m = re.match(r"Area_\d+_(.+?)_\d+$", record.name)
+    return category_from_name(record.name)
+
+
+def category_from_name(name: str) -> str:
+    """``Area_3_office_1`` -> ``office``; ``vase_12`` -> ``vase``; ShapeNet-style ``bottle_1d4480ab...`` -> ``bottle``."""
+    m = re.match(r"Area_\d+_(.+?)_\d+$", name)
     if m:
         return m.group(1)
-    return re.sub(r"_\d+$", "", record.name)
+    return re.sub(r"_(\d+|[0-9a-f]{8,})$", "", name)
 
 
 def fingerprint_files(paths: Iterable[str | os.PathLike], extra: object = None, content: bool = False) -> str:

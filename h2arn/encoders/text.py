@@ -120,8 +120,11 @@ def _offline_error(name: str, source: str, exc: Exception) -> TextEncoderError:
 
 
 def load_text_encoder(name: str = "MiniLM", path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
-                      max_length: int = 77, allow_download: bool = False) -> TextEncoder:
-    """Load a text encoder by name; ``path`` is a local folder or a hub id (default per name)."""
+                      max_length: int = 77, allow_download: bool = False, progress: bool = True) -> TextEncoder:
+    """Load a text encoder by name; ``path`` is a local folder or a hub id (default per name).
+
+    ``progress=False`` also silences transformers' own "Loading weights" bar (scripts, notebooks, tests).
+    """
     import transformers
     from transformers.utils import logging as hf_logging
 
@@ -139,7 +142,10 @@ def load_text_encoder(name: str = "MiniLM", path: str | os.PathLike | None = Non
                                f"written by save_pretrained (config.json, weights, tokenizer files).")
     kwargs = {} if local else {"local_files_only": not allow_download}
     verbosity = hf_logging.get_verbosity()
+    bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # hide "weights not used" notices for a full CLIPModel folder
+    if not progress:
+        hf_logging.disable_progress_bar()
     try:
         if name == "CLIP":
             tok = transformers.CLIPTokenizer.from_pretrained(source, **kwargs)
@@ -151,6 +157,8 @@ def load_text_encoder(name: str = "MiniLM", path: str | os.PathLike | None = Non
         raise _offline_error(name, source, exc) from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and max_length > limit:
         raise TextEncoderError(f"max_length={max_length} exceeds the {name} model's {limit} positions ({source}). "
