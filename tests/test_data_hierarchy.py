@@ -7,7 +7,8 @@ import torch
 
 from h2arn import lorentz as L
 from h2arn.data.hierarchy import (OPTIMIZERS, Embedding, average_distortion, balanced_tree, compare_optimizers,
-                                  embed_tree, mean_average_precision, t_interval, taxonomy_tree_from_metadata)
+                                  embed_tree, embed_tree_seeds, mean_average_precision, t_interval,
+                                  taxonomy_tree_from_metadata)
 
 
 def test_balanced_tree_structure():
@@ -94,6 +95,17 @@ def test_riemannian_adam_stays_on_the_hyperboloid_and_matches_the_tangent_trick(
     assert scores["tangent"] > 0.95 and abs(scores["riemannian"] - scores["tangent"]) < 0.05, scores
 
 
+@pytest.mark.parametrize("geometry,optimizer", [("euclidean", "tangent"), ("lorentz", "tangent"),
+                                                ("lorentz", "riemannian")])
+def test_seeds_as_a_batch_are_independent_fits(geometry, optimizer):
+    t = balanced_tree(2, 2)
+    batch = embed_tree_seeds(t, 2, geometry, "ranking", seeds=[3, 0], steps=20, optimizer=optimizer)
+    for seed, emb in zip([3, 0], batch):
+        alone = embed_tree(t, 2, geometry, "ranking", seed=seed, steps=20, optimizer=optimizer)
+        assert torch.allclose(emb.points, alone.points, atol=1e-9) and emb.final_loss == pytest.approx(alone.final_loss)
+    assert not torch.allclose(batch[0].points, batch[1].points)
+
+
 def test_t_interval_and_optimizer_comparison_rows():
     mean, half, n = t_interval([1.0, 2.0, 3.0, float("nan")])
     assert (mean, n) == (2.0, 3) and half == pytest.approx(4.302652729911275 / np.sqrt(3))  # t_{0.975, 2} * s / sqrt(n)
@@ -102,6 +114,7 @@ def test_t_interval_and_optimizer_comparison_rows():
     rows = compare_optimizers(t, 2, seeds=[0, 1], lrs=[0.05], steps=3, progress=False)
     assert [(r["optimizer"], r["seed"]) for r in rows] == [("tangent", 0), ("riemannian", 0),
                                                             ("tangent", 1), ("riemannian", 1)]
+    assert rows[0]["seconds_ranking"] == rows[2]["seconds_ranking"]   # one batched fit for both seeds
     for r in rows:
         assert r["finite"] and 0.0 < r["map"] <= 1.0 and r["distortion"] > 0 and r["seconds_ranking"] > 0
 
@@ -116,3 +129,5 @@ def test_bad_arguments():
         embed_tree(t, 2, "lorentz", optimizer="sgd")
     with pytest.raises(ValueError, match="needs geometry='lorentz'"):
         embed_tree(t, 2, "euclidean", optimizer="riemannian")
+    with pytest.raises(ValueError, match="seeds is empty"):
+        embed_tree_seeds(t, 2, seeds=[])
