@@ -293,3 +293,24 @@ def test_generator_validates_check_calls(tmp_path):
     empty.mkdir()
     nbformat.write(nbformat.v4.new_notebook(), str(empty / "03_plain.ipynb"))
     assert generate(empty, tmp_path / "none") == []
+
+
+def test_riemannian_step_mistakes_get_specific_hints():
+    """Chapter 02's exercise: forgetting the time-sign flip, k for c, or the exp map is named in the hint."""
+    def step(flip=True, scale=lambda c: c, retract="exp"):
+        def fn(x, egrad, lr, c):
+            h = torch.cat([-egrad[..., :1], egrad[..., 1:]], dim=-1) if flip else egrad
+            u = -lr * (h + scale(c) * L.inner(x, h, keepdim=True) * x)
+            if retract == "project":
+                return L.project(x + u, c)
+            r = math.sqrt(c) * L.inner(u, u, keepdim=True).clamp_min(1e-30).sqrt()
+            return L.project(torch.cosh(r) * x + torch.sinh(r) / r * u, c)
+        return fn
+
+    assert run_check("riemannian_sgd_step", step()) > 0
+    with pytest.raises(CheckFailure, match="flip the sign of its TIME"):
+        check("riemannian_sgd_step", step(flip=False))
+    with pytest.raises(CheckFailure, match="curvature convention"):
+        check("riemannian_sgd_step", step(scale=lambda c: 1.0 / c))
+    with pytest.raises(CheckFailure, match="retracted by projection"):
+        check("riemannian_sgd_step", step(retract="project"))

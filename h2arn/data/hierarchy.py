@@ -11,19 +11,34 @@ trees, at equal dimension ``d`` (Euclidean ``R^d`` vs hyperboloid ``H^d`` with `
 * a balanced tree (:func:`balanced_tree`).
 
 Two objectives, both optimised with Adam on free parameters (points in ``R^d``; tangent vectors at
-the origin for the Lorentz model, mapped with ``L.expmap0``, so no Riemannian optimiser is needed):
+the origin for the Lorentz model, mapped with ``L.expmap0``, so no Riemannian optimiser is needed; the
+Riemannian alternative is below):
 
 * ``ranking`` (Nickel & Kiela 2017): each related pair (ancestor/descendant) must be closer than all
   unrelated nodes: ``loss = d(u,v) + log(exp(-d(u,v)) + sum_{w unrelated} exp(-d(u,w)))``;
   evaluated by **mean average precision** of reconstructing the related sets.
 * ``distortion``: match the tree's shortest-path metric, ``mean (d(u,v)/d_T(u,v) - 1)^2``;
   evaluated by **average distortion** ``mean |d(u,v) - d_T(u,v)| / d_T(u,v)``.
+
+Two optimisers for the Lorentz model (``embed_tree(..., optimizer=...)``, same objective, same loop):
+
+* ``"tangent"`` (default): the trick above. Plain Adam on ``v in R^d``, points ``expmap0(v)``. Every
+  point is on the hyperboloid by construction, but a step of size ``lr`` in ``v`` moves a point at
+  radius ``r`` *sideways* by about ``sinh(r)/r * lr`` of hyperbolic distance: steps grow far from the
+  origin, where the deep nodes of a tree live.
+* ``"riemannian"``: what the hyperbolic literature does (Nickel & Kiela 2018, HGCN): the points
+  themselves are a ``geoopt.ManifoldParameter`` on ``geoopt.Lorentz(k=1/c)`` (:func:`h2arn.lorentz.to_geoopt_k`),
+  updated by ``geoopt.optim.RiemannianAdam`` (Euclidean gradient -> Riemannian gradient -> step along
+  the geodesic with the exp map, Becigneul & Ganea 2019). A step of size ``lr`` moves any point by
+  about ``lr`` of hyperbolic distance, wherever it is.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import geoopt
 import numpy as np
 import torch
 from scipy.sparse import csr_matrix
@@ -125,6 +140,9 @@ def taxonomy_tree_from_metadata(metadata: dict, max_shapes_per_category: Optiona
 
 # --------------------------------------------------------------------------- embedding
 
+OPTIMIZERS = ("tangent", "riemannian")
+
+
 @dataclass
 class Embedding:
     geometry: str
@@ -132,6 +150,8 @@ class Embedding:
     points: torch.Tensor      # (n, d) Euclidean points, or (n, d+1) hyperboloid points
     c: float = 1.0
     final_loss: float = float("nan")
+    optimizer: str = "tangent"
+    last_step: Optional[torch.Tensor] = None  # (n,) distance each point moved in the final step (geometry's metric)
 
     def pairwise(self) -> torch.Tensor:
         """``(n, n)`` distances in the embedding's own geometry."""
@@ -145,30 +165,74 @@ class Embedding:
         return self.pairwise()[index]
 
 
-def _distances(params: torch.Tensor, geometry: str, c: float) -> torch.Tensor:
+def _pairwise_distances(points: torch.Tensor, geometry: str, c: float) -> torch.Tensor:
+    """``(..., n, n)`` distances of ``(..., n, d)`` points (leading dims: independent fits)."""
     if geometry == "euclidean":
-        sq = params.pow(2).sum(-1)
-        d2 = (sq[:, None] + sq[None, :] - 2.0 * params @ params.T).clamp_min(0.0)  # one GEMM, no (n, n, d) tensor
+        sq = points.pow(2).sum(-1)
+        gram = points @ points.transpose(-1, -2)   # one GEMM, no (n, n, d) tensor
+        d2 = (sq[..., :, None] + sq[..., None, :] - 2.0 * gram).clamp_min(0.0)
         return (d2 + 1e-12).sqrt()  # eps: finite gradient on the diagonal
-    x = L.expmap0(params, c)
-    return L.pairwise_dist(x, x, c)
+    return L.pairwise_dist(points, points, c)
+
+
+def _parameters_and_optimizer(init: torch.Tensor, geometry: str, optimizer: str, lr: float, c: float):
+    """The free parameter, the optimiser over it, and how to turn the parameter into points.
+
+    ``init`` are small tangent vectors at the origin (``(S, n, d)``); both Lorentz variants start from the
+    same points ``expmap0(init)``, so a comparison with the same seed is paired.
+    """
+    if optimizer == "tangent":
+        params = init.clone().requires_grad_()
+        to_points = (lambda p: p) if geometry == "euclidean" else (lambda p: L.expmap0(p, c))
+        return params, torch.optim.Adam([params], lr=lr), to_points
+    # k as a tensor of the points' dtype: geoopt.Lorentz(k=float) would store k = 1/c in float32
+    manifold = geoopt.Lorentz(k=torch.tensor(L.to_geoopt_k(c), dtype=init.dtype, device=init.device))
+    params = geoopt.ManifoldParameter(L.expmap0(init, c), manifold=manifold)
+    return params, geoopt.optim.RiemannianAdam([params], lr=lr), lambda p: p
 
 
 def embed_tree(tree: Tree, dim: int, geometry: str = "lorentz", objective: str = "ranking", *,
-               steps: int = 400, lr: float = 0.05, seed: int = 0, c: float = 1.0,
+               steps: int = 400, lr: float = 0.05, seed: int = 0, c: float = 1.0, optimizer: str = "tangent",
                device: str | torch.device = "cpu", dtype=torch.float64) -> Embedding:
     """Optimise an embedding of ``tree`` in ``dim`` dimensions (see module docstring).
 
+    ``optimizer``: ``"tangent"`` (Adam on tangent vectors at the origin, mapped with ``expmap0``) or
+    ``"riemannian"`` (``geoopt.ManifoldParameter`` points + ``geoopt.optim.RiemannianAdam``; Lorentz only).
     Full batch (all ``n^2`` pairs per step; fine up to a few thousand nodes). float64 by default so
     that deep nodes far from the origin keep their precision in the Lorentz model.
+    """
+    return embed_tree_seeds(tree, dim, geometry, objective, seeds=[seed], steps=steps, lr=lr, c=c,
+                            optimizer=optimizer, device=device, dtype=dtype)[0]
+
+
+def embed_tree_seeds(tree: Tree, dim: int, geometry: str = "lorentz", objective: str = "ranking", *,
+                     seeds: Sequence[int], steps: int = 400, lr: float = 0.05, c: float = 1.0,
+                     optimizer: str = "tangent", device: str | torch.device = "cpu",
+                     dtype=torch.float64) -> List[Embedding]:
+    """:func:`embed_tree` for several seeds in ONE loop: the seeds are a leading batch dimension.
+
+    Why: a small tree's step costs little more than the per-operation overhead, so five seeds at once cost
+    about one. The fits stay independent: the loss is the sum of the per-seed losses, so each seed's
+    parameters get the gradient of their own loss only, and Adam (per coordinate) and Riemannian Adam (per
+    point) never mix them. ``embed_tree_seeds(..., seeds=[s])[0]`` is ``embed_tree(..., seed=s)``; a
+    batch of seeds matches the separate fits up to rounding (batched matrix products sum in another
+    order; at large learning rates the dynamics amplify that, as they amplify any rounding).
     """
     if geometry not in ("euclidean", "lorentz"):
         raise ValueError(f"geometry must be 'euclidean' or 'lorentz', got {geometry!r}")
     if objective not in ("ranking", "distortion"):
         raise ValueError(f"objective must be 'ranking' or 'distortion', got {objective!r}")
-    gen = torch.Generator().manual_seed(seed)
-    params = ((torch.rand(tree.n, dim, generator=gen, dtype=dtype) - 0.5) * 2e-3).to(device).requires_grad_()
-    opt = torch.optim.Adam([params], lr=lr)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if optimizer == "riemannian" and geometry != "lorentz":
+        raise ValueError("optimizer='riemannian' needs geometry='lorentz' (in R^d Riemannian Adam is plain Adam); "
+                         "use optimizer='tangent' for the Euclidean embedding")
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty: pass at least one seed, e.g. seeds=[0]")
+    init = torch.stack([(torch.rand(tree.n, dim, generator=torch.Generator().manual_seed(s), dtype=dtype) - 0.5) * 2e-3
+                        for s in seeds]).to(device)                                   # (S, n, dim)
+    params, opt, to_points = _parameters_and_optimizer(init, geometry, optimizer, lr, c)
     eye = torch.eye(tree.n, dtype=torch.bool, device=device)
     if objective == "ranking":
         rel = torch.as_tensor(tree.related(), device=device)
@@ -177,21 +241,29 @@ def embed_tree(tree: Tree, dim: int, geometry: str = "lorentz", objective: str =
     else:
         dt = torch.as_tensor(tree.distances(), dtype=dtype, device=device)
         off = ~eye
-    loss = torch.tensor(float("nan"))
+    losses = torch.full((len(seeds),), float("nan"), dtype=dtype)
+    before = None
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        d = _distances(params, geometry, c)
+        points = to_points(params)
+        before = points.detach().clone()  # clone: RiemannianAdam updates the parameter in place
+        d = _pairwise_distances(points, geometry, c)                                  # (S, n, n)
         if objective == "ranking":
-            neg_lse = torch.logsumexp((-d).masked_fill(~neg_mask, float("-inf")), dim=1)  # (n,)
-            dp = d[pos_u, pos_v]
-            loss = (dp + torch.logaddexp(-dp, neg_lse[pos_u])).mean()
+            neg_lse = torch.logsumexp((-d).masked_fill(~neg_mask, float("-inf")), dim=-1)  # (S, n)
+            dp = d[:, pos_u, pos_v]
+            losses = (dp + torch.logaddexp(-dp, neg_lse[:, pos_u])).mean(-1)
         else:
-            loss = ((d[off] / dt[off] - 1.0) ** 2).mean()
-        loss.backward()
+            losses = ((d[:, off] / dt[off] - 1.0) ** 2).mean(-1)
+        losses.sum().backward()
         opt.step()
     with torch.no_grad():
-        pts = params.detach() if geometry == "euclidean" else L.expmap0(params.detach(), c)
-    return Embedding(geometry, dim, pts.cpu(), c, float(loss.detach()))
+        pts = to_points(params.detach()).as_subclass(torch.Tensor).clone()
+        last_step = [None] * len(seeds)
+        if before is not None:
+            before = before.as_subclass(torch.Tensor)
+            last_step = list((pts - before).norm(dim=-1) if geometry == "euclidean" else L.dist(before, pts, c))
+    return [Embedding(geometry, dim, pts[i].cpu(), c, float(losses[i].detach()), optimizer,
+                      None if last_step[i] is None else last_step[i].cpu()) for i in range(len(seeds))]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -251,3 +323,65 @@ def sweep(tree: Tree, dims: Sequence[int], *, steps: int = 400, lr: float = 0.05
             "ranking_embedding": rank, "distortion_embedding": dist_emb,
         })
     return rows
+
+
+# --------------------------------------------------------------------------- tangent-space vs Riemannian Adam
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[float, float, int]:
+    """``(mean, half-width, n)`` of a Student-t interval over the finite ``values`` (e.g. one per seed).
+
+    For a paired comparison pass the per-seed differences. Non-finite values (diverged runs) are
+    left out and ``n`` says how many remain; the half-width is NaN below two values.
+    """
+    from scipy.stats import t as student_t
+
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    if len(v) < 2:
+        return float(v[0]), float("nan"), 1
+    half = student_t.ppf(0.5 + confidence / 2.0, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(half), len(v)
+
+
+def compare_optimizers(tree: Tree, dim: int, *, seeds: Sequence[int], lrs: Sequence[float], steps: int,
+                       objectives: Sequence[str] = ("ranking", "distortion"), c: float = 1.0,
+                       device: str | torch.device = "cpu", dtype=torch.float64, progress: bool = True) -> List[dict]:
+    """Fit ``tree`` in the Lorentz model with both :data:`OPTIMIZERS`, same seeds (same initial points), same
+    steps, for each learning rate; one row per ``(optimizer, lr, seed)``.
+
+    Row keys: ``map``/``map_deepest``/``max_radius`` and ``ranking_embedding`` (ranking fit), ``distortion``
+    (distortion fit), ``finite`` (no fit produced NaN/inf), ``seconds_<objective>``: wall time of the fit of
+    ALL seeds together (:func:`embed_tree_seeds`), the same in every row of that batch. Metrics of a
+    diverged fit are NaN, so :func:`t_interval` skips them and its ``n`` counts the survivors.
+    """
+    related, tdist = tree.related(), tree.distances()
+    deep = np.flatnonzero(tree.depth == tree.depth.max())
+    seeds = list(seeds)
+    rows = {(o, lr, s): {"optimizer": o, "lr": lr, "seed": s, "finite": True}
+            for lr in lrs for s in seeds for o in OPTIMIZERS}
+    jobs = [(o, lr, obj) for lr in lrs for o in OPTIMIZERS for obj in objectives]
+    # untimed warm-up of each code path: otherwise the first timed fit also pays for lazy initialisation
+    for optimizer, objective in dict.fromkeys((o, obj) for o, _, obj in jobs):
+        embed_tree_seeds(tree, dim, "lorentz", objective, seeds=seeds, steps=2, lr=lrs[0], c=c,
+                         optimizer=optimizer, device=device, dtype=dtype)
+    for optimizer, lr, objective in tqdm(jobs, desc="optimisers", disable=None if progress else True):
+        t0 = time.perf_counter()
+        embs = embed_tree_seeds(tree, dim, "lorentz", objective, seeds=seeds, steps=steps, lr=lr, c=c,
+                                optimizer=optimizer, device=device, dtype=dtype)
+        seconds = time.perf_counter() - t0
+        for seed, emb in zip(seeds, embs):
+            row = rows[(optimizer, lr, seed)]
+            row[f"seconds_{objective}"] = seconds
+            finite = bool(torch.isfinite(emb.points).all()) and np.isfinite(emb.final_loss)
+            row["finite"] &= finite
+            dist = emb.pairwise().double().numpy() if finite else None
+            if objective == "ranking":
+                row["map"] = mean_average_precision(dist, related) if finite else float("nan")
+                row["map_deepest"] = mean_average_precision(dist, related, deep) if finite else float("nan")
+                row["max_radius"] = float(L.dist0(emb.points.double(), c).max()) if finite else float("nan")
+                row["ranking_embedding"] = emb
+            else:
+                row["distortion"] = average_distortion(dist, tdist) if finite else float("nan")
+    return list(rows.values())

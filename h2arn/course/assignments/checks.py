@@ -555,6 +555,102 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
 ]}
 
 
+# --------------------------------------------------------------------------- Riemannian optimisation (chapter 02)
+
+def _geoopt_sgd_step(x: Tensor, egrad: Tensor, lr: float, c: float) -> Tensor:
+    """The reference: ONE ``geoopt.optim.RiemannianSGD`` step of a ``ManifoldParameter`` on ``geoopt.Lorentz(k=1/c)``
+    whose ``.grad`` is ``egrad``, computed in float64 and returned in ``x``'s dtype."""
+    import geoopt
+
+    manifold = geoopt.Lorentz(k=torch.tensor(L.to_geoopt_k(c), dtype=torch.float64))
+    point = geoopt.ManifoldParameter(x.detach().double().clone(), manifold=manifold)
+    point.grad = egrad.detach().double().clone()   # geoopt flips the time sign of .grad in place
+    geoopt.optim.RiemannianSGD([point], lr=lr).step()
+    return point.detach().as_subclass(Tensor).to(x.dtype)
+
+
+def _riemannian_step_mistakes(x: Tensor, egrad: Tensor, lr: float, c: float) -> dict[str, Tensor]:
+    """What the usual mistakes return (float64), so the diagnoser can name the one a student made."""
+    x, g = x.double(), egrad.double()
+    flip = torch.cat([-g[..., :1], g[..., 1:]], dim=-1)
+
+    def proj(h: Tensor, scale: float) -> Tensor:
+        return h + scale * L.inner(x, h, keepdim=True) * x
+    rgrad = proj(flip, c)
+    return {
+        "no_flip": L.expmap(x, -lr * proj(g, c), c),
+        "no_projection": L.expmap(x, -lr * flip, c),
+        "k_for_c": L.expmap(x, -lr * proj(flip, 1.0 / c), c),
+        "ascent": L.expmap(x, lr * rgrad, c),
+        "euclidean_then_project": L.project(x - lr * g, c),
+        "projection_retraction": L.project(x - lr * rgrad, c),
+        "rgrad": rgrad,
+    }
+
+
+_RIEMANNIAN_STEP_HINTS = {
+    "rgrad": "you returned the Riemannian gradient; return the NEW POINT x_new = exp_x(-lr * rgrad).",
+    "no_flip": ("the Euclidean gradient lives in the dual space: multiply by the inverse Lorentz metric first, i.e. "
+                "flip the sign of its TIME coordinate (h = (-g_0, g_1, ..., g_D)), then project."),
+    "k_for_c": ("curvature convention: the tangent projection is h + c <x, h>_L x in this course (<x,x>_L = -1/c); "
+                "geoopt writes h + <x, h>_L x / k with k = 1/c."),
+    "ascent": "sign: gradient DESCENT steps along -rgrad: x_new = exp_x(-lr * rgrad).",
+    "euclidean_then_project": ("that is a Euclidean step followed by a projection (x - lr * g, time recomputed): "
+                               "convert the gradient (flip time, project on the tangent space) and follow the "
+                               "geodesic with the exp map."),
+    "projection_retraction": ("you retracted by projection (x - lr * rgrad, time recomputed): a first-order "
+                              "retraction, not geoopt's Lorentz.retr, which is the exp map "
+                              "cosh(sqrt(c)|u|_L) x + sinh(sqrt(c)|u|_L) / (sqrt(c)|u|_L) u."),
+    "no_projection": ("project the flipped gradient onto the tangent space at x (h + c <x, h>_L x) before the exp "
+                      "map: the exp map is only defined for tangent vectors."),
+}
+
+
+def _riemannian_step_cases() -> Iterator[Case]:
+    dim = 4
+    for dtype in DTYPES:
+        rtol, atol = (2e-4, 1e-4) if dtype == torch.float32 else (1e-7, 1e-9)
+        for c in CURVATURES:
+            for lr in (0.02, 0.2):
+                g = _generator("riemannian_sgd_step", int(c * 100) + int(lr * 1000))
+                x = L.project(_points(16, dim, c, g, 0.1, 2.5).to(dtype), c)
+                egrad = (torch.randn(16, dim + 1, generator=g, dtype=torch.float64) / math.sqrt(c)).to(dtype)
+                expected = _geoopt_sgd_step(x, egrad, lr, c)
+
+                def diagnose(got: Tensor, x=x, egrad=egrad, lr=lr, c=c) -> str | None:
+                    if got.shape != x.shape:
+                        return "return the new point, shape (..., D+1) like x (time coordinate first)."
+                    for name, candidate in _riemannian_step_mistakes(x, egrad, lr, c).items():
+                        # space parts only: a mistake is recognised whether or not the time was recomputed
+                        if (name != "k_for_c" or c != 1.0) and _close(got[..., 1:], candidate[..., 1:]):
+                            return _RIEMANNIAN_STEP_HINTS[name]
+                    if not bool(torch.isfinite(got).all()):
+                        return "non-finite output: guard sinh(r)/r at r = 0 (clamp the Lorentz norm from below)."
+                    return ("rgrad = h + c <x, h>_L x with h = egrad with its time sign flipped; "
+                            "x_new = cosh(sqrt(c)|u|_L) x + sinh(sqrt(c)|u|_L)/(sqrt(c)|u|_L) u, u = -lr * rgrad.")
+                yield Case(f"random points (distance 0.1..2.5 from the origin) and Gaussian gradients, {dtype}, "
+                           f"c={c}, lr={lr}", (x, egrad, lr, c), ("x", "egrad", "lr", "c"), expected, rtol, atol,
+                           diagnose=diagnose)
+        g = _generator("riemannian_sgd_step", 1)
+        x = L.project(_points(12, dim, 1.0, g, 0.1, 2.0).to(dtype), 1.0).reshape(3, 4, dim + 1)
+        egrad = torch.randn(3, 4, dim + 1, generator=g, dtype=torch.float64).to(dtype)
+        yield Case(f"leading batch shape (3, 4), {dtype}, c=1.0, lr=0.1", (x, egrad, 0.1, 1.0),
+                   ("x", "egrad", "lr", "c"), _geoopt_sgd_step(x, egrad, 0.1, 1.0), rtol, atol, batch_ndim=2,
+                   hint="reduce over the last axis only (L.inner(x, h, keepdim=True)).")
+        x = L.project(_points(4, dim, 0.5, g, 0.1, 2.0).to(dtype), 0.5)
+        yield Case(f"a zero gradient, {dtype}, c=0.5: the point must not move", (x, torch.zeros_like(x), 0.1, 0.5),
+                   ("x", "egrad", "lr", "c"), _geoopt_sgd_step(x, torch.zeros_like(x), 0.1, 0.5), rtol, atol,
+                   hint="at u = 0, sinh(r)/r is 0/0 = NaN: clamp the Lorentz norm of u from below (e.g. 1e-15).")
+
+
+CHECKS["riemannian_sgd_step"] = Check(
+    "riemannian_sgd_step", "my_riemannian_sgd_step(x, egrad, lr, c) -> x_new",
+    "geoopt.optim.RiemannianSGD on geoopt.Lorentz(k=1/c) (one step, no momentum)",
+    "one Riemannian gradient step on the hyperboloid: Euclidean gradient -> Riemannian gradient -> exp map",
+    _riemannian_step_cases,
+    hint="h = egrad with its time sign flipped; rgrad = h + c <x, h>_L x; x_new = exp_x(-lr * rgrad).")
+
+
 def available_checks() -> list[str]:
     """Names accepted by :func:`check`."""
     return list(CHECKS)
