@@ -33,7 +33,7 @@ from torch import Tensor
 from h2arn import lorentz as L
 
 __all__ = ["CheckFailure", "NotImplementedYet", "Check", "Case", "CHECKS", "CURVATURES", "DTYPES",
-           "check", "run_check", "available_checks"]
+           "check", "run_check", "available_checks", "judge", "not_implemented", "crash_failure"]
 
 CURVATURES: tuple[float, ...] = (0.25, 1.0, 4.0)
 DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
@@ -138,8 +138,9 @@ def _clone(a: Any) -> Any:
     return a.clone() if isinstance(a, Tensor) else a
 
 
-def _fn_name(fn: Callable) -> str:
-    return getattr(fn, "__name__", repr(fn))
+def _fn_name(fn: Callable | str) -> str:
+    """The student's function name (the grader passes the name itself: the function lives in another process)."""
+    return fn if isinstance(fn, str) else getattr(fn, "__name__", repr(fn))
 
 
 def _fail(check: Check, fn: Callable, case: Case, problem: str, details: Sequence[str] = (),
@@ -161,20 +162,56 @@ def _call(check: Check, fn: Callable, case: Case) -> Any:
     try:
         got = fn(*args)
     except NotImplementedError as exc:
-        raise NotImplementedYet(
-            f"{_fn_name(fn)} is not implemented yet (check {check.name!r}): it raised NotImplementedError"
-            f"{': ' + str(exc) if str(exc) else ''}.\n"
-            f"  What to do: replace the `raise NotImplementedError(...)` line with your implementation of "
-            f"{check.signature} ({check.teaches}), re-run that cell, then re-run this check."
-        ) from None
+        raise not_implemented(check, fn, str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - any crash of student code becomes a readable failure
         raise _fail(check, fn, case, f"it raised {type(exc).__name__}: {exc}",
                     hint=case.hint or check.hint) from exc
-    for name, before, after in zip(case.arg_names, case.args, args):
-        if isinstance(before, Tensor) and not torch.equal(before, after):
+    _inputs_untouched(check, fn, case, args)
+    return got
+
+
+def not_implemented(check: Check, fn: Callable | str, message: str = "") -> NotImplementedYet:
+    """The failure for a stub that still raises NotImplementedError."""
+    return NotImplementedYet(
+        f"{_fn_name(fn)} is not implemented yet (check {check.name!r}): it raised NotImplementedError"
+        f"{': ' + message if message else ''}.\n"
+        f"  What to do: replace the `raise NotImplementedError(...)` line with your implementation of "
+        f"{check.signature} ({check.teaches}), re-run that cell, then re-run this check.")
+
+
+def _inputs_untouched(check: Check, fn: Callable | str, case: Case, args_after: Sequence) -> None:
+    for name, before, after in zip(case.arg_names, case.args, args_after):
+        if isinstance(before, Tensor) and not (isinstance(after, Tensor) and after.shape == before.shape
+                                               and after.dtype == before.dtype and torch.equal(before, after)):
             raise _fail(check, fn, case, f"it modified its input {name!r} in place",
                         hint="work on new tensors (x * y, torch.cat, ...) instead of in-place ops (x[...] = , x.mul_()).")
-    return got
+
+
+def judge(name: str, fn: str, cases: Sequence[Case], outputs: Sequence, args_after: Sequence) -> int:
+    """Verdict on values a function returned elsewhere (the isolated grader): raise CheckFailure or return #cases.
+
+    ``outputs[i]`` and ``args_after[i]`` are what the call on ``cases[i].args`` returned and left in its
+    arguments; the comparison is the same as :func:`run_check`'s.
+    """
+    spec = CHECKS[name]
+    if len(outputs) != len(cases) or len(args_after) != len(cases):
+        raise CheckFailure(f"check {name!r} for {fn}: {len(outputs)} results came back for {len(cases)} cases "
+                           "(the result file was tampered with?)")
+    for case, got, after in zip(cases, outputs, args_after):
+        _inputs_untouched(spec, fn, case, after)
+        if isinstance(got, dict) and "unsupported_type" in got:
+            raise _fail(spec, fn, case, f"it returned a {got['unsupported_type']}, expected a tensor or a number")
+        _compare(spec, fn, case, got)
+    return len(cases)
+
+
+def crash_failure(name: str, fn: str, case: Case | None, problem: str) -> CheckFailure:
+    """A failure for code that raised (on ``case``) or never produced results (``case`` None)."""
+    spec = CHECKS[name]
+    if case is None:
+        return CheckFailure(f"check {name!r} failed for {fn}: {problem}\n  reference: {spec.reference}   "
+                            f"(signature: {spec.signature})")
+    return _fail(spec, fn, case, problem, hint=case.hint or spec.hint)
 
 
 def _compare(check: Check, fn: Callable, case: Case, got: Any) -> None:
