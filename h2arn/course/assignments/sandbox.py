@@ -234,6 +234,11 @@ def _zygote_main(plan_path: str) -> None:
                 import traceback
                 traceback.print_exc()
             finally:
+                for stream in (sys.stdout, sys.stderr):   # what the student printed, into output.txt
+                    try:
+                        stream.flush()
+                    except BaseException:  # noqa: BLE001
+                        pass
                 os._exit(code)
         timed_out = False
         deadline = start + limits["wall_seconds"] + 2
