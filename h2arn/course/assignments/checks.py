@@ -799,19 +799,18 @@ def _hierarchical_map_cases() -> Iterator[Case]:
             expected = torch.tensor(reference_hierarchical_map(sim, txt_level, txt_label, pc_labels), dtype=torch.float64)
 
             def diagnose(got: Tensor, sim=sim, txt_level=txt_level, txt_label=txt_label, pc_labels=pc_labels,
-                         txt_to_pc=txt_to_pc, expected=expected) -> str | None:
+                         expected=expected) -> str | None:
                 g_ = float(got)
                 if abs(g_ - expected.item() / 100.0) < 1e-9:
                     return "return a percentage (0..100), not a fraction."
-                target = sim.double().gather(1, txt_to_pc.unsqueeze(1))
-                own_only = 100.0 * float((1.0 / (1 + (sim.double() > target).sum(1)).double()).mean())
-                if abs(g_ - own_only) < 1e-9:
-                    return ("you counted only the caption's own shape as relevant: a caption at level l is "
-                            "satisfied by EVERY shape with the same level-l label (graded relevance).")
-                finest = reference_hierarchical_map(sim, torch.full_like(txt_level, 3), pc_labels[txt_to_pc, 3],
-                                                    pc_labels)
-                if abs(g_ - finest) < 1e-9:
-                    return "use each caption's OWN level (txt_level[t]) to pick the column of pc_labels."
+                relevant = pc_labels[:, txt_level].T == txt_label.unsqueeze(1)
+                hits = relevant.gather(1, torch.argsort(sim.double(), dim=1, descending=True)).double()
+                precision = hits.cumsum(1) / torch.arange(1, sim.shape[1] + 1, dtype=torch.float64)
+                if abs(g_ - 100.0 * float(((precision * hits).sum(1) / sim.shape[1]).mean())) < 1e-9:
+                    return ("AP(t) averages the precision over the RELEVANT shapes: divide by their number, not by "
+                            "the number of shapes.")
+                if abs(g_ - 100.0 * float(precision.mean())) < 1e-9:
+                    return "average the precision only at the ranks of relevant shapes, not at every rank."
                 return ("relevant[t, p] = pc_labels[p, txt_level[t]] == txt_label[t]; AP(t) = mean over relevant p of "
                         "(relevant shapes ranked at or above p) / (rank of p); mAP = 100 * mean over captions.")
             yield Case(f"{n_txt} captions at levels 0-3 x {n_pc} shapes (labels of 2 / 4 / 8 / {n_pc} nodes per level), "
