@@ -173,3 +173,11 @@ def test_json_that_is_not_a_notebook_and_missing_file_exit_2(tmp_path, capsys):
     assert cli(["grade", str(tmp_path / "nope.ipynb")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "not a Jupyter notebook" in err[0] and "does not exist" in err[1]
+
+
+def test_course_check_of_a_nonexistent_chapter_is_one_line_and_exit_2(capsys):
+    from h2arn.course import runner
+
+    assert runner.main(["check", "99"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notebook '99' not found" in err[0] and "01_lorentz_geometry.ipynb" in err[0]
