@@ -381,3 +381,16 @@ def test_generator_validates_check_calls(tmp_path):
     empty.mkdir()
     nbformat.write(nbformat.v4.new_notebook(), str(empty / "03_plain.ipynb"))
     assert generate(empty, tmp_path / "none") == []
+
+
+def test_readme_table_lists_every_student_notebook_and_check():
+    readme = (ASSIGNMENTS / "README.md").read_text()
+    for path in sorted(ASSIGNMENTS.glob("[0-9][0-9]_*.ipynb")):
+        assert f"| `{path.name}` |" in readme, path.name
+    for name in CHECKS:
+        assert f"`{name}`:" in readme, name
+
+
+def test_every_chapter_from_01_to_09_has_a_checked_exercise():
+    chapters = {param.id[:2] for param in SOLUTIONS}
+    assert chapters >= {f"{n:02d}" for n in range(1, 10)}, sorted(chapters)
