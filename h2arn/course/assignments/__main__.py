@@ -5,7 +5,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from h2arn.course.assignments.checks import CHECKS
 from h2arn.course.assignments.generate import AssignmentError, generate, stale_notebooks
 from h2arn.course.assignments.grade import grade_notebook
 from h2arn.course.assignments.sandbox import Limits
@@ -57,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "grade":
             return grade_notebook(args.notebook, Limits(cpu_seconds=args.cpu_seconds, wall_seconds=args.timeout,
                                                         memory_mib=args.memory_mib))
+        from h2arn.course.assignments.checks import CHECKS
         for name, spec in CHECKS.items():
             print(f"{name:22s} {spec.signature:55s} reference: {spec.reference}")
         return 0

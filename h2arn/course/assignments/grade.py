@@ -17,11 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
-from h2arn.course.assignments.checks import CHECKS, CheckFailure, crash_failure, judge, not_implemented
 from h2arn.course.assignments.generate import EXERCISE_TAG, SOLUTION_TAG, AssignmentError, cell_tags, exercise_calls
-from h2arn.course.assignments.sandbox import Job, Limits, Outcome, run_jobs
+from h2arn.course.assignments.sandbox import Job, Limits, Outcome, Zygote
 
 __all__ = ["read_student_notebook", "grade_notebook", "ExerciseCell"]
 
@@ -55,14 +52,36 @@ def read_student_notebook(path: Path) -> Any:
         raise AssignmentError(f"{path}: not a notebook: invalid JSON at line {exc.lineno}, column {exc.colno} "
                               f"({exc.msg}). Fix: re-save it from JupyterLab, or restore it with git.") from None
     try:
-        nb = nbformat.reads(text, as_version=4)
-        if not isinstance(nb.get("cells"), list):
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list) or \
+                not all(isinstance(c, dict) and isinstance(c.get("cell_type"), str) for c in raw["cells"]):
             raise ValueError("no list of cells")
-    except Exception as exc:  # noqa: BLE001 - nbformat raises several types for malformed notebooks
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AssignmentError(f"{path}: JSON but not a Jupyter notebook ({first[:200]}). "
+    except ValueError as exc:
+        raise AssignmentError(f"{path}: JSON but not a Jupyter notebook ({exc}). "
                               "Fix: re-save it from JupyterLab, or restore it with git.") from None
-    return nb
+    return _Node.wrap(raw)
+
+
+class _Node(dict):
+    """A JSON object with attribute access (``nb.cells``, ``cell.cell_type``), like nbformat's NotebookNode.
+
+    The grader reads notebooks with :mod:`json`: nbformat's import (jsonschema) costs seconds and its
+    validation adds nothing to grading.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def wrap(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return cls({k: cls.wrap(v) for k, v in value.items()})
+        if isinstance(value, list):
+            return [cls.wrap(v) for v in value]
+        return value
 
 
 def _exercise_cells(nb: Any, tag: str) -> list[ExerciseCell]:
@@ -82,8 +101,12 @@ def _exercise_cells(nb: Any, tag: str) -> list[ExerciseCell]:
     return cells
 
 
-def _import_statements(nb: Any) -> list[str]:
-    """Every top-level import statement of the notebook's code cells, once each, in order."""
+def _import_statements(nb: Any, used: set[str]) -> list[str]:
+    """The notebook's top-level import statements that bind a name in ``used``, once each, in order.
+
+    Only the names the exercise cells mention are imported: a chapter's plotting and widget imports would
+    cost the grader seconds and give the exercise nothing.
+    """
     seen: dict[str, None] = {}
     for cell in nb.cells:
         if cell.get("cell_type") != "code":
@@ -94,12 +117,16 @@ def _import_statements(nb: Any) -> list[str]:
             continue
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                seen.setdefault(ast.unparse(node), None)
+                bound = {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+                if bound & used or "*" in bound:
+                    seen.setdefault(ast.unparse(node), None)
     return list(seen)
 
 
 def _verdict(check_name: str, function: str, cases: list, outcome: Outcome) -> tuple[str, str]:
     """(PASSED | NOT DONE | FAILED, message)."""
+    from h2arn.course.assignments.checks import CHECKS, CheckFailure, crash_failure, judge, not_implemented
+
     try:
         if outcome.status == "ok":
             n = judge(check_name, function, cases, outcome.outputs, outcome.args_after)
@@ -135,23 +162,27 @@ def grade_notebook(path: Path, limits: Limits = Limits(), out=sys.stdout) -> int
     if not calls:
         raise AssignmentError(f"{path}: no exercise found (no cell tagged '{EXERCISE_TAG}' or '{SOLUTION_TAG}' "
                               "followed by check(...)). Fix: grade a notebook from assignments/.")
-    verdicts: dict[int, tuple[str, str]] = {}
-    jobs, job_calls = [], []
-    for k, call in enumerate(calls):
-        cell = defined[call.function]
-        if call.check not in CHECKS:
-            verdicts[k] = ("FAILED", f"check({call.check!r}, {call.function}) names an unknown check; "
-                                     f"available: {', '.join(CHECKS)}")
-        elif cell.syntax_error:
-            verdicts[k] = ("FAILED", str(crash_failure(call.check, call.function, None,
-                                                       f"cell {cell.index} does not parse: {cell.syntax_error}. "
-                                                       "Fix the cell, save the notebook, grade again.")))
-        else:
-            cases = list(CHECKS[call.check].cases())
-            jobs.append(Job(call.check, cell.source, f"<{path.name} cell {cell.index}>", call.function,
-                            [tuple(case.args) for case in cases]))
-            job_calls.append((k, cases))
-    outcomes = run_jobs(jobs, _import_statements(nb), limits)
+    with Zygote() as zygote:            # starts importing torch now, while this process does the same
+        from h2arn.course.assignments.checks import CHECKS, crash_failure
+
+        verdicts: dict[int, tuple[str, str]] = {}
+        jobs, job_calls = [], []
+        for k, call in enumerate(calls):
+            cell = defined[call.function]
+            if call.check not in CHECKS:
+                verdicts[k] = ("FAILED", f"check({call.check!r}, {call.function}) names an unknown check; "
+                                         f"available: {', '.join(CHECKS)}")
+            elif cell.syntax_error:
+                verdicts[k] = ("FAILED", str(crash_failure(call.check, call.function, None,
+                                                           f"cell {cell.index} does not parse: {cell.syntax_error}. "
+                                                           "Fix the cell, save the notebook, grade again.")))
+            else:
+                cases = list(CHECKS[call.check].cases())
+                jobs.append(Job(call.check, cell.source, f"<{path.name} cell {cell.index}>", call.function,
+                                [tuple(case.args) for case in cases]))
+                job_calls.append((k, cases))
+        used = {word for cell in cells for word in re.findall(r"[A-Za-z_]\w*", cell.source)}
+        outcomes = zygote.run(jobs, _import_statements(nb, used), limits) if jobs else []
     import_errors = sorted({e for o in outcomes for e in o.import_errors})
     for (k, cases), outcome in zip(job_calls, outcomes):
         verdicts[k] = _verdict(calls[k].check, calls[k].function, cases, outcome)

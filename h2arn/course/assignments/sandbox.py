@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Limits", "Job", "Outcome", "run_jobs"]
+__all__ = ["Limits", "Job", "Outcome", "Zygote", "run_jobs"]
 
 RESULT_FILE = "result.pt"
 INPUT_FILE = "inputs.pt"
@@ -98,24 +98,48 @@ def _package_root() -> Path:
     return Path(h2arn.__file__).resolve().parent.parent
 
 
-def run_jobs(jobs: list[Job], imports: list[str], limits: Limits = Limits()) -> list[Outcome]:
-    """Run every job in its own forked child of one sandboxed zygote; one :class:`Outcome` per job, in order.
+class Zygote:
+    """The sandboxed helper process, started early: it imports torch while the grader prepares the cases.
 
-    ``imports``: the notebook's import statements, one source string each (run once in the zygote, before
-    forking; a failing one is reported with every exercise, not fatal).
-    Nothing a job does can change another job's outcome or the parent's state.
+    ``Zygote()`` spawns it (``python -I``, scrubbed environment, throwaway folder); :meth:`run` sends it the
+    jobs and collects one :class:`Outcome` per job; :meth:`close` (also on exit of a ``with`` block) stops
+    it and deletes the folder.
     """
-    import torch
 
-    if not jobs:
-        return []
-    base = Path(tempfile.mkdtemp(prefix="h2arn-grade-"))
-    try:
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="h2arn-grade-"))
         if os.geteuid() == 0:
-            os.chmod(base, 0o755)
+            os.chmod(self.base, 0o755)
+        bootstrap = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                     "from h2arn.course.assignments.sandbox import _zygote_main; _zygote_main()")
+        self.proc = subprocess.Popen([sys.executable, "-I", "-c", bootstrap, str(_package_root())], cwd=self.base,
+                                     env=_scrubbed_env(self.base), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+
+    def __enter__(self) -> "Zygote":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def run(self, jobs: list[Job], imports: list[str], limits: Limits = Limits()) -> list[Outcome]:
+        """Run every job in its own forked child; one :class:`Outcome` per job, in order.
+
+        ``imports``: the notebook's import statements, one source string each (run once in the zygote, before
+        forking; a failing one is reported with every exercise, not fatal). Nothing a job does can change
+        another job's outcome or the grader's state.
+        """
+        import torch
+
         plan = []
         for i, job in enumerate(jobs):
-            job_dir = base / f"job{i:02d}"
+            job_dir = self.base / f"job{i:02d}"
             job_dir.mkdir()
             torch.save(job.inputs, job_dir / INPUT_FILE)
             if os.geteuid() == 0:
@@ -124,28 +148,30 @@ def run_jobs(jobs: list[Job], imports: list[str], limits: Limits = Limits()) -> 
                          "function": job.function})
         spec = {"imports": list(imports), "jobs": plan, "limits": dataclasses.asdict(limits),
                 "drop_to": NOBODY if os.geteuid() == 0 else None}
-        (base / "plan.json").write_text(json.dumps(spec))
-        bootstrap = ("import sys; sys.path.insert(0, sys.argv[1]); "
-                     "from h2arn.course.assignments.sandbox import _zygote_main; _zygote_main(sys.argv[2])")
         budget = len(jobs) * (limits.wall_seconds + 5) + 300          # 300 s for imports on a slow machine
         try:
-            proc = subprocess.run([sys.executable, "-I", "-c", bootstrap, str(_package_root()), str(base / "plan.json")],
-                                  cwd=base, env=_scrubbed_env(base), stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, timeout=budget)
-            report, zygote_error = proc.stdout, proc.stderr if proc.returncode else ""
-        except subprocess.TimeoutExpired as exc:
-            report = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            report, errors = self.proc.communicate(json.dumps(spec), timeout=budget)
+            zygote_error = errors if self.proc.returncode else ""
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            report, _ = self.proc.communicate()
             zygote_error = f"the grading process exceeded {budget} s and was stopped"
         statuses: dict[int, dict] = {}
-        for line in report.splitlines():
+        for line in (report or "").splitlines():
             try:
                 item = json.loads(line)
                 statuses[int(item["job"])] = item
             except (ValueError, KeyError, TypeError):
                 continue
         return [_collect(Path(plan[i]["dir"]), statuses.get(i), limits, zygote_error) for i in range(len(jobs))]
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_jobs(jobs: list[Job], imports: list[str], limits: Limits = Limits()) -> list[Outcome]:
+    """Start a :class:`Zygote`, run ``jobs`` in it, clean up (see :meth:`Zygote.run`)."""
+    if not jobs:
+        return []
+    with Zygote() as zygote:
+        return zygote.run(jobs, imports, limits)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -204,14 +230,14 @@ def _collect(job_dir: Path, status: dict | None, limits: Limits, zygote_error: s
 
 # --------------------------------------------------------------------------- inside the sandbox
 
-def _zygote_main(plan_path: str) -> None:
-    """Import torch and the notebook's imports once, then fork one limited child per job (see module doc)."""
+def _zygote_main() -> None:
+    """Import torch, read the plan from stdin, run the notebook's imports once, fork one limited child per job."""
     import signal
     import time
 
     import torch  # noqa: F401 - imported once here, shared by every forked child
 
-    plan = json.loads(Path(plan_path).read_text())
+    plan = json.loads(sys.stdin.read())
     base_namespace: dict[str, Any] = {"__name__": "__exercise__"}
     import_errors = []
     for stmt in plan["imports"]:
@@ -271,6 +297,9 @@ def _child(job: dict, namespace: dict, import_errors: list[str], limits: dict, d
     os.dup2(log, 1)                                      # the zygote's report pipe is out of reach from here on
     os.dup2(log, 2)
     os.close(log)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
     sys.stdin = open(os.devnull)
     if drop_to is not None:
         os.chown(OUTPUT_FILE, drop_to, drop_to)
