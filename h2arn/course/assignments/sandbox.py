@@ -293,6 +293,10 @@ def _child(job: dict, namespace: dict, import_errors: list[str], limits: dict, d
 
     job_dir = job["dir"]
     os.chdir(job_dir)
+    for variable in ("HOME", "TMPDIR", "MPLCONFIGDIR"):    # caches and temp files land in the one writable folder
+        os.environ[variable] = job_dir
+    import tempfile as _tempfile
+    _tempfile.tempdir = None
     log = os.open(OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(log, 1)                                      # the zygote's report pipe is out of reach from here on
     os.dup2(log, 2)
