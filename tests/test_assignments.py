@@ -73,20 +73,45 @@ def _inner(x, y):
     return -x[..., 0] * y[..., 0] + (x[..., 1:] * y[..., 1:]).sum(-1)
 
 
-def test_textbook_acosh_distance_passes_but_missing_inverse_sqrt_c_fails():
+def test_textbook_acosh_distance_fails_on_near_pairs_and_missing_inverse_sqrt_c_is_too_small():
     def textbook(x, y, c):
-        """acosh form, clamped."""
+        """acosh form, clamped: right for far pairs, the chapter's catastrophic cancellation for near ones."""
         return torch.acosh((-c * _inner(x, y)).clamp_min(1.0)) / math.sqrt(c)
 
     def no_sqrt_c(x, y, c):
         return torch.acosh((-c * _inner(x, y)).clamp_min(1.0))
 
-    check("dist", textbook, quiet=True)
+    with pytest.raises(CheckFailure) as info:
+        check("dist", textbook)
+    msg = str(info.value)
+    assert "NEAR pairs" in msg and "float32" in msg and "chord form" in msg
     with pytest.raises(CheckFailure) as info:
         check("dist", no_sqrt_c)
     msg = str(info.value)
-    assert "1/sqrt(c) is missing" in msg
+    assert "1/sqrt(c) is missing" in msg and "too small at c=0.25" in msg and "too large" not in msg
     assert "expected" in msg and "got" in msg and "c=0.25" in msg and "x[" in msg
+
+
+def test_logmap0_with_arccosh_fails_near_the_origin_in_float32():
+    def via_arccosh(x, c):
+        sqrt_c = math.sqrt(c)
+        xs = x[..., 1:]
+        norm = xs.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+        return torch.acosh((sqrt_c * x[..., :1]).clamp_min(1.0)) / (sqrt_c * norm) * xs
+
+    with pytest.raises(CheckFailure) as info:
+        check("logmap0", via_arccosh)
+    msg = str(info.value)
+    assert "very near the origin" in msg and "float32" in msg and "asinh" in msg
+
+
+def test_exterior_angle_hints_do_not_hand_over_the_formula():
+    def wrong(x, y, c):
+        return L.exterior_angle(x, y, c) * 1.1
+
+    with pytest.raises(CheckFailure) as info:
+        check("exterior_angle", wrong)
+    assert "section 6" in str(info.value) and "acos(" not in str(info.value)
 
 
 def test_unclamped_acosh_reports_nan_at_identical_points():
@@ -186,10 +211,73 @@ def test_checks_are_deterministic_and_cover_dtypes_and_curvatures():
             for x, y in zip(ca.args, cb.args):
                 assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
         labels = " ".join(cs.label for cs in a)
-        if name not in ("recall_at_k",):
+        if name not in ("recall_at_k", "lr_schedule"):
             assert "float32" in labels and "float64" in labels, name
         if name in ("expmap0", "logmap0", "dist", "half_aperture", "exterior_angle", "contribution_weights"):
             assert all(f"c={c}" in labels for c in (0.25, 1.0, 4.0)), name
+
+
+def test_new_chapter_exercise_mistakes():
+    from h2arn.encoders.tokens import pool_tokens
+    from h2arn.losses import entailment_cone_loss
+
+    def map_with_self(dist, related):
+        aps = []
+        for u in range(len(dist)):
+            if not bool(related[u].any()):
+                continue
+            ranks = torch.nonzero(related[u][torch.argsort(dist[u].double())]).flatten().double() + 1
+            aps.append(float((torch.arange(1, len(ranks) + 1) / ranks).mean()))
+        return sum(aps) / len(aps)
+
+    def index_pooling(feats, xyz, num_tokens):
+        return pool_tokens(feats, xyz, num_tokens, "index")[0]
+
+    def cone_over_all_pairs(text_emb, cloud_emb, pos_mask, c, K):
+        ext = L.pairwise_exterior_angle(text_emb, cloud_emb, c)
+        return torch.relu(ext - L.half_aperture(text_emb, c, K).unsqueeze(1)).mean()
+
+    def cloud_apex(text_emb, cloud_emb, pos_mask, c, K):
+        return entailment_cone_loss(cloud_emb, text_emb, pos_mask.T, c, K)[0]
+
+    def warmup_off_by_one(step, total_steps, warmup_steps):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    def no_clamp(step, total_steps, warmup_steps):
+        if step < warmup_steps:
+            return step / warmup_steps
+        return (total_steps - step) / max(1, total_steps - warmup_steps)
+
+    def divided_by_all_shapes(sim, txt_level, txt_label, pc_labels):
+        relevant = pc_labels[:, txt_level].T == txt_label.unsqueeze(1)
+        hits = relevant.gather(1, torch.argsort(sim, dim=1, descending=True)).double()
+        precision = hits.cumsum(1) / torch.arange(1, sim.shape[1] + 1, dtype=torch.float64)
+        return 100.0 * float(((precision * hits).sum(1) / sim.shape[1]).mean())
+
+    def inverted_cone(text, cloud, c, K):
+        return L.exterior_angle(text, cloud, c) > L.half_aperture(text, c, K)
+
+    def time_not_negated(q):
+        return torch.cat([q, torch.zeros_like(q[..., :1])], dim=-1)
+
+    def no_sqrt(x, phi_sq):
+        return torch.cat([x, phi_sq - (x * x).sum(-1, keepdim=True)], dim=-1)
+
+    for name, fn, hint in [("ranking_map", map_with_self, "query node itself"),
+                           ("spatial_pooling", index_pooling, "consecutive runs of the point ORDER"),
+                           ("cone_loss", cone_over_all_pairs, "POSITIVE pairs only"),
+                           ("cone_loss", cloud_apex, "TEXT is the apex"),
+                           ("lr_schedule", warmup_off_by_one, "starts at 0 at step 0"),
+                           ("lr_schedule", no_clamp, "clamp it with max(0.0"),
+                           ("hierarchical_map", divided_by_all_shapes, "RELEVANT shapes: divide by their number"),
+                           ("in_cone", inverted_cone, "inverted"),
+                           ("mips_queries", time_not_negated, "negate the query's time coordinate"),
+                           ("mips_points", no_sqrt, "SQUARE ROOT")]:
+        with pytest.raises(CheckFailure) as info:
+            check(name, fn)
+        assert hint in str(info.value), f"{name}/{fn.__name__}: {info.value}"
 
 
 def test_unknown_check_and_non_callable():
@@ -314,3 +402,16 @@ def test_riemannian_step_mistakes_get_specific_hints():
         check("riemannian_sgd_step", step(scale=lambda c: 1.0 / c))
     with pytest.raises(CheckFailure, match="retracted by projection"):
         check("riemannian_sgd_step", step(retract="project"))
+
+
+def test_readme_table_lists_every_student_notebook_and_check():
+    readme = (ASSIGNMENTS / "README.md").read_text()
+    for path in sorted(ASSIGNMENTS.glob("[0-9][0-9]_*.ipynb")):
+        assert f"| `{path.name}` |" in readme, path.name
+    for name in CHECKS:
+        assert f"`{name}`:" in readme, name
+
+
+def test_every_chapter_from_01_to_09_has_a_checked_exercise():
+    chapters = {param.id[:2] for param in SOLUTIONS}
+    assert chapters >= {f"{n:02d}" for n in range(1, 10)}, sorted(chapters)

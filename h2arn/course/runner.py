@@ -324,7 +324,12 @@ def _site(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    problems = [p for nb in select_notebooks(args.notebooks) for p in check_notebook(nb)]
+    try:
+        notebooks = select_notebooks(args.notebooks)
+    except CourseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    problems = [p for nb in notebooks for p in check_notebook(nb)]
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     return 1 if problems else 0

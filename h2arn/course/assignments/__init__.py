@@ -9,9 +9,15 @@ On the command line (see ``assignments/README.md``)::
 
     python -m h2arn.course.assignments generate     # notebooks/*.ipynb -> assignments/*.ipynb (student copies)
     python -m h2arn.course.assignments check        # are the committed student copies up to date? (exit 1 if not)
-    python -m h2arn.course.assignments grade assignments/08_interactive_retrieval.ipynb
+    python -m h2arn.course.assignments grade assignments/01_lorentz_geometry.ipynb   # each exercise isolated (sandbox.py)
     python -m h2arn.course.assignments list         # the available checks and their signatures
 """
-from h2arn.course.assignments.checks import CHECKS, CheckFailure, NotImplementedYet, available_checks, check, run_check
-
 __all__ = ["CHECKS", "CheckFailure", "NotImplementedYet", "available_checks", "check", "run_check"]
+
+
+def __getattr__(name: str):
+    """Import :mod:`.checks` (and torch) on first use, so ``grade`` can start its sandbox before paying for torch."""
+    if name in __all__:
+        from h2arn.course.assignments import checks
+        return getattr(checks, name)
+    raise AttributeError(f"module 'h2arn.course.assignments' has no attribute {name!r}")

@@ -16,9 +16,16 @@ actually make (time coordinate last, a missing ``1/sqrt(c)``, padding in the mea
 loss only, ties counted against the target) the hint names the mistake. A stub that still raises
 ``NotImplementedError`` gives :class:`NotImplementedYet`, also an ``AssertionError``, that says so.
 
-Tolerances are per dtype and per case. They accept the textbook formulas (``acosh`` for the distance,
-``asin``/``acos`` with any sensible clamp) on the random cases, and are loose only where the reference
-itself is clamped (angles near 0 or pi/2), which the case label says.
+Tolerances are per dtype and per case. They accept any sensible clamp (``asin``/``acos``) and are loose
+only where the reference itself is clamped (angles near 0 or pi/2), which the case label says. They do
+NOT accept what chapter 01 teaches to avoid: ``logmap0`` has float32 points 1e-6..1e-3 from the origin,
+where ``arccosh(sqrt(c) x_0)`` returns 0, and ``dist`` has pairs 1e-4..3e-3 apart (1e-7..3e-6 in
+float64), where ``acosh(-c<x,y>_L)`` returns noise; the stable forms (``asinh`` of the space norm, the
+chord form) pass. The expected values of those cases are computed in float64 from the rounded inputs.
+
+The checks are used in two ways: :func:`check` in the student's own kernel (feedback), and
+:func:`judge` by the isolated grader (:mod:`h2arn.course.assignments.grade`), which compares values a
+sandboxed process returned (:mod:`h2arn.course.assignments.sandbox`) with the same cases and messages.
 """
 from __future__ import annotations
 
@@ -33,7 +40,8 @@ from torch import Tensor
 from h2arn import lorentz as L
 
 __all__ = ["CheckFailure", "NotImplementedYet", "Check", "Case", "CHECKS", "CURVATURES", "DTYPES",
-           "check", "run_check", "available_checks"]
+           "check", "run_check", "available_checks", "judge", "not_implemented", "crash_failure",
+           "reference_hierarchical_map", "reference_mips_points", "reference_mips_queries"]
 
 CURVATURES: tuple[float, ...] = (0.25, 1.0, 4.0)
 DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
@@ -138,8 +146,9 @@ def _clone(a: Any) -> Any:
     return a.clone() if isinstance(a, Tensor) else a
 
 
-def _fn_name(fn: Callable) -> str:
-    return getattr(fn, "__name__", repr(fn))
+def _fn_name(fn: Callable | str) -> str:
+    """The student's function name (the grader passes the name itself: the function lives in another process)."""
+    return fn if isinstance(fn, str) else getattr(fn, "__name__", repr(fn))
 
 
 def _fail(check: Check, fn: Callable, case: Case, problem: str, details: Sequence[str] = (),
@@ -161,20 +170,56 @@ def _call(check: Check, fn: Callable, case: Case) -> Any:
     try:
         got = fn(*args)
     except NotImplementedError as exc:
-        raise NotImplementedYet(
-            f"{_fn_name(fn)} is not implemented yet (check {check.name!r}): it raised NotImplementedError"
-            f"{': ' + str(exc) if str(exc) else ''}.\n"
-            f"  What to do: replace the `raise NotImplementedError(...)` line with your implementation of "
-            f"{check.signature} ({check.teaches}), re-run that cell, then re-run this check."
-        ) from None
+        raise not_implemented(check, fn, str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - any crash of student code becomes a readable failure
         raise _fail(check, fn, case, f"it raised {type(exc).__name__}: {exc}",
                     hint=case.hint or check.hint) from exc
-    for name, before, after in zip(case.arg_names, case.args, args):
-        if isinstance(before, Tensor) and not torch.equal(before, after):
+    _inputs_untouched(check, fn, case, args)
+    return got
+
+
+def not_implemented(check: Check, fn: Callable | str, message: str = "") -> NotImplementedYet:
+    """The failure for a stub that still raises NotImplementedError."""
+    return NotImplementedYet(
+        f"{_fn_name(fn)} is not implemented yet (check {check.name!r}): it raised NotImplementedError"
+        f"{': ' + message if message else ''}.\n"
+        f"  What to do: replace the `raise NotImplementedError(...)` line with your implementation of "
+        f"{check.signature} ({check.teaches}), re-run that cell, then re-run this check.")
+
+
+def _inputs_untouched(check: Check, fn: Callable | str, case: Case, args_after: Sequence) -> None:
+    for name, before, after in zip(case.arg_names, case.args, args_after):
+        if isinstance(before, Tensor) and not (isinstance(after, Tensor) and after.shape == before.shape
+                                               and after.dtype == before.dtype and torch.equal(before, after)):
             raise _fail(check, fn, case, f"it modified its input {name!r} in place",
                         hint="work on new tensors (x * y, torch.cat, ...) instead of in-place ops (x[...] = , x.mul_()).")
-    return got
+
+
+def judge(name: str, fn: str, cases: Sequence[Case], outputs: Sequence, args_after: Sequence) -> int:
+    """Verdict on values a function returned elsewhere (the isolated grader): raise CheckFailure or return #cases.
+
+    ``outputs[i]`` and ``args_after[i]`` are what the call on ``cases[i].args`` returned and left in its
+    arguments; the comparison is the same as :func:`run_check`'s.
+    """
+    spec = CHECKS[name]
+    if len(outputs) != len(cases) or len(args_after) != len(cases):
+        raise CheckFailure(f"check {name!r} for {fn}: {len(outputs)} results came back for {len(cases)} cases "
+                           "(the result file was tampered with?)")
+    for case, got, after in zip(cases, outputs, args_after):
+        _inputs_untouched(spec, fn, case, after)
+        if isinstance(got, dict) and "unsupported_type" in got:
+            raise _fail(spec, fn, case, f"it returned a {got['unsupported_type']}, expected a tensor or a number")
+        _compare(spec, fn, case, got)
+    return len(cases)
+
+
+def crash_failure(name: str, fn: str, case: Case | None, problem: str) -> CheckFailure:
+    """A failure for code that raised (on ``case``) or never produced results (``case`` None)."""
+    spec = CHECKS[name]
+    if case is None:
+        return CheckFailure(f"check {name!r} failed for {fn}: {problem}\n  reference: {spec.reference}   "
+                            f"(signature: {spec.signature})")
+    return _fail(spec, fn, case, problem, hint=case.hint or spec.hint)
 
 
 def _compare(check: Check, fn: Callable, case: Case, got: Any) -> None:
@@ -305,6 +350,22 @@ def _logmap0_cases() -> Iterator[Case]:
                 return "v = asinh(sqrt(c)|x_s|) / (sqrt(c)|x_s|) * x_s with x_s = x[..., 1:] (time coordinate first)."
             yield Case(f"random points, {dtype}, c={c}, distance to origin in [0.01, 5]", (x, c), ("x", "c"),
                        expected, rtol, atol, diagnose=diagnose)
+        for c in (0.25, 4.0):
+            g = _generator("logmap0-near", int(c * 100))
+            x = L.project(_points(16, dim, c, g, 1e-6, 1e-3).to(dtype), c)
+            expected = L.logmap0(x.double(), c).to(dtype)     # exact answer for these (rounded) inputs
+
+            def diagnose_near(got: Tensor, x=x, c=c, expected=expected) -> str | None:
+                if got.shape != expected.shape:
+                    return None
+                ratio = (got.double().norm(dim=-1) / expected.double().norm(dim=-1)).median().item()
+                if not _close(got, expected, 1e-2) or abs(ratio - 1.0) > 1e-3:
+                    return ("near the origin sqrt(c) x_0 = cosh(r) rounds to 1 (float32 keeps ~7 digits), so "
+                            "arccosh(sqrt(c) x_0) is 0 or noise for radii below ~1e-3: the chapter's lesson. Get "
+                            "the radius from the SPACE part instead: asinh(sqrt(c)|x_s|).")
+                return None
+            yield Case(f"points very near the origin, {dtype}, c={c}, distance to origin in [1e-6, 1e-3] "
+                       "(relative tolerance 1e-3)", (x, c), ("x", "c"), expected, 1e-3, 0.0, diagnose=diagnose_near)
         o = L.origin(4, 0.5, dtype=dtype).expand(2, 5).clone()
         yield Case(f"the origin, {dtype}, c=0.5 (must map to the zero vector)", (o, 0.5), ("x", "c"),
                    L.logmap0(o, 0.5), rtol, atol,
@@ -331,16 +392,39 @@ def _dist_cases() -> Iterator[Case]:
                 ratio = (got.double() / expected.double()).median().item()
                 s = math.sqrt(c)
                 if c != 1.0 and abs(ratio - s) < 1e-2 * s:
-                    return (f"your distances are sqrt(c) = {s:g} times too large: d = acosh(-c <x,y>_L) / sqrt(c)"
-                            " -- the 1/sqrt(c) is missing.")
+                    return (f"your distances are sqrt(c) = {s:g} times the right ones (too {_size_word(s)} at "
+                            f"c={c:g}): d = acosh(-c <x,y>_L) / sqrt(c) -- the 1/sqrt(c) is missing.")
                 if c != 1.0 and abs(ratio - 1 / s) < 1e-2 / s:
-                    return f"your distances are off by 1/sqrt(c) = {1 / s:g}: d = acosh(-c <x,y>_L) / sqrt(c)."
+                    return (f"your distances are 1/sqrt(c) = {1 / s:g} times the right ones (too "
+                            f"{_size_word(1 / s)} at c={c:g}): divide acosh(-c <x,y>_L) by sqrt(c) once, not by c.")
                 if abs(ratio - 2.0) < 2e-2 or abs(ratio - 0.5) < 5e-3:
                     return "off by a factor 2: acosh(-c<x,y>_L)/sqrt(c) equals 2/sqrt(c) * asinh(sqrt(c)/2 * chord)."
                 return ("d = acosh(-c <x,y>_L) / sqrt(c), with <x,y>_L = -x_0 y_0 + sum_i x_i y_i "
                         "(time coordinate first, minus sign on the time part).")
             yield Case(f"random pairs, {dtype}, c={c}, distances > 0.1/sqrt(c)", (x, y, c), ("x", "y", "c"),
                        expected, rtol, atol, diagnose=diagnose)
+        for c in (0.25, 1.0, 4.0):
+            g = _generator("dist-near", int(c * 100))
+            x64 = _points(16, dim, c, g, 0.5, 2.0)
+            gap = 1e-4 + 3e-3 * torch.rand(16, 1, generator=g, dtype=torch.float64)
+            if dtype == torch.float64:
+                gap = gap * 1e-3                                          # float64: pairs 1e-7 .. 3e-6 apart
+            w = torch.randn(16, dim + 1, generator=g, dtype=torch.float64)
+            u = w + c * L.inner(x64, w, keepdim=True) * x64               # tangent at x
+            y64 = L.expmap(x64, u / L.tangent_norm(u, keepdim=True) * gap, c)   # d(x, y) = gap
+            x, y = L.project(x64.to(dtype), c), L.project(y64.to(dtype), c)
+            expected = L.dist(x.double(), y.double(), c).to(dtype)         # exact for these (rounded) inputs
+            near_tol = 1e-2 if dtype == torch.float32 else 1e-4
+
+            def diagnose_near(got: Tensor, expected=expected) -> str | None:
+                if got.shape != expected.shape:
+                    return None
+                return ("for NEAR pairs -c<x,y>_L = cosh(sqrt(c) d) is 1 + (tiny), and the products x_0 y_0 - "
+                        "x_s.y_s cancel to a few correct digits: acosh then returns 0 or noise (section 5 of the "
+                        "chapter). Use the chord form for near pairs: it works with x - y, which is exact.")
+            yield Case(f"NEAR pairs, {dtype}, c={c}, points 0.5..2 from the origin and "
+                       f"{'1e-4..3e-3' if dtype == torch.float32 else '1e-7..3e-6'} apart (relative tolerance "
+                       f"{near_tol:g})", (x, y, c), ("x", "y", "c"), expected, near_tol, 0.0, diagnose=diagnose_near)
         g = _generator("dist", 7)
         x = L.project(_points(8, dim, 1.0, g, 0.0, 2.0).to(dtype), 1.0)
         loose = 2e-2 if dtype == torch.float32 else 2e-6
@@ -348,6 +432,11 @@ def _dist_cases() -> Iterator[Case]:
                    ("x", "y", "c"), torch.zeros(8, dtype=dtype), 0.0, loose,
                    hint="-c<x,x>_L is 1 only up to rounding; acosh of 0.9999999 is NaN: clamp the argument "
                         "to >= 1 (or use the chord form 2/sqrt(c) asinh(sqrt(c)/2 |x-y|_L)).")
+
+
+def _size_word(factor: float) -> str:
+    """'small' when multiplying by ``factor`` shrinks a distance, 'large' when it grows it."""
+    return "small" if factor < 1.0 else "large"
 
 
 def _cone_points(name: str, n: int, dim: int, c: float, K: float, dtype: torch.dtype, inside: bool) -> Tensor:
@@ -410,9 +499,12 @@ def _exterior_angle_cases() -> Iterator[Case]:
                 if _close(got, swapped):
                     return "arguments swapped: the angle is measured at x (the cone's apex), between the ray O->x extended and the geodesic x->y."
                 if _close(got, math.pi - expected):
-                    return "you computed the interior angle at x (pi - exterior): check the sign of the numerator y_0 + c<x,y>_L x_0."
-                return ("theta = acos((y_0 + c<x,y>_L x_0) / (|x_space| sqrt((c<x,y>_L)^2 - 1))), "
-                        "time coordinate first.")
+                    return ("you computed the interior angle at x (pi - exterior): the exterior angle is measured "
+                            "from the ray O->x EXTENDED beyond x, i.e. from the tangent pointing AWAY from the "
+                            "origin; one sign in your numerator is flipped.")
+                return ("follow the derivation in section 6: cos(theta) = <-u_O, u_y>_L / (|u_O| |u_y|) with u_y, "
+                        "u_O the tangents at x towards y and towards the origin; check the time coordinate is "
+                        "first and which norms the denominator needs.")
             yield Case(f"random pairs, {dtype}, c={c}, angles in [0.1, pi-0.1]", (x, y, c), ("x", "y", "c"),
                        expected, rtol, atol, diagnose=diagnose)
         g = _generator("exterior_angle", 3)
@@ -532,6 +624,297 @@ def _recall_cases() -> Iterator[Case]:
                        check_dtype=False)
 
 
+# --------------------------------------------------------------------------- chapter 02: reconstruction MAP
+
+def _random_tree_related(n: int, g: torch.Generator) -> Tensor:
+    """``(n, n)`` bool ancestor-or-descendant relation of a random rooted tree (node 0 the root)."""
+    parent = [-1] + [int(torch.randint(0, i, (1,), generator=g)) for i in range(1, n)]
+    rel = torch.zeros(n, n, dtype=torch.bool)
+    for v in range(n):
+        u = parent[v]
+        while u >= 0:
+            rel[u, v] = True
+            u = parent[u]
+    return rel | rel.T
+
+
+def _ranking_map_cases() -> Iterator[Case]:
+    from h2arn.data.hierarchy import mean_average_precision
+    for dtype in DTYPES:
+        for salt, (n, dim, isolated) in enumerate([(12, 2, False), (20, 3, False), (15, 2, True)]):
+            g = _generator("ranking_map", salt)
+            related = _random_tree_related(n, g)
+            if isolated:                                   # a node with no relatives: it has no AP, skip it
+                related[:, n - 1] = False
+                related[n - 1, :] = False
+            pts = torch.randn(n, dim, generator=g, dtype=torch.float64)
+            dist = torch.cdist(pts, pts).to(dtype)
+            expected = torch.tensor(mean_average_precision(dist.double().numpy(), related.numpy()), dtype=torch.float64)
+
+            def diagnose(got: Tensor, dist=dist, related=related, expected=expected) -> str | None:
+                d = dist.double()
+                n_ = len(d)
+                naive = []
+                for u in range(n_):
+                    rel = related[u].clone()
+                    if not bool(rel.any()):
+                        continue
+                    order = torch.argsort(d[u])                   # includes u itself at rank 1
+                    ranks = torch.nonzero(rel[order]).flatten().double() + 1
+                    naive.append(float((torch.arange(1, len(ranks) + 1) / ranks).mean()))
+                if naive and abs(float(got) - sum(naive) / len(naive)) < 1e-9:
+                    return ("the query node itself is in your ranking (distance 0, rank 1): rank only the OTHER "
+                            "nodes (set d[u, u] = inf or drop it).")
+                return ("per node u with at least one relative: sort the other nodes by distance; AP(u) = mean "
+                        "over u's relatives v of (relatives ranked at or above v) / (rank of v); MAP = mean of "
+                        "AP(u); nodes without relatives are skipped.")
+            yield Case(f"{n} nodes of a random tree embedded in R^{dim}{', one node without relatives' if isolated else ''}, "
+                       f"{dtype}", (dist, related), ("dist", "related"), expected, 0.0, 1e-9, batch_ndim=0,
+                       diagnose=diagnose, check_dtype=False)
+
+
+# --------------------------------------------------------------------------- chapter 04: spatial token pooling
+
+def _spatial_pooling_cases() -> Iterator[Case]:
+    from h2arn.encoders.tokens import pool_tokens
+    for dtype in DTYPES:
+        for salt, (B, N, D, T) in enumerate([(2, 64, 5, 8), (3, 40, 4, 5), (1, 30, 3, 30)]):
+            g = _generator("spatial_pooling", salt)
+            xyz = torch.rand(B, N, 3, generator=g, dtype=torch.float64).to(dtype)
+            feats = torch.randn(B, N, D, generator=g, dtype=torch.float64).to(dtype)
+            expected = pool_tokens(feats, xyz, T, "spatial")[0]
+
+            def diagnose(got: Tensor, feats=feats, xyz=xyz, T=T, expected=expected) -> str | None:
+                if got.shape != expected.shape:
+                    return f"return one token per centroid: shape (B, num_tokens, D) = {tuple(expected.shape)}."
+                if _close(got, pool_tokens(feats, xyz, T, "index")[0]):
+                    return ("you pooled consecutive runs of the point ORDER (the official AdaptiveMaxPool1d): a "
+                            "spatial token pools the points nearest to one FPS centroid.")
+                return ("centroids = farthest_point_sample(xyz, T); every point joins its NEAREST centroid "
+                        "(torch.cdist(...).argmin(-1)); token t = max over its group's features (max, not mean).")
+            yield Case(f"{B} clouds of {N} points, D={D} features, {T} tokens{' (as many tokens as points)' if T == N else ''}, "
+                       f"{dtype}", (feats, xyz, T), ("feats", "xyz", "num_tokens"), expected, 0.0, 0.0,
+                       batch_ndim=2, diagnose=diagnose)
+
+
+# --------------------------------------------------------------------------- chapter 05: entailment-cone loss
+
+def _cone_loss_cases() -> Iterator[Case]:
+    from h2arn.losses import entailment_cone_loss
+    dim = 3
+    for dtype in DTYPES:
+        rtol, atol = (1e-4, 1e-6) if dtype == torch.float32 else (1e-9, 1e-12)
+        for c in CURVATURES:
+            for K in (0.1, 0.5):
+                g = _generator("cone_loss", int(c * 100) + int(K * 1000))
+                shapes = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4])
+                n_shapes = int(shapes.max()) + 1
+                text_v = _tangents(len(shapes), dim, c, g, 0.2, 2.0)
+                cloud_v = _tangents(n_shapes, dim, c, g, 0.5, 3.0)
+                # half the clouds sit near the ray of one of their captions (inside its cone), half anywhere
+                first = torch.tensor([int((shapes == s).nonzero()[0]) for s in range(n_shapes)])
+                along = 1.6 * text_v[first] + 0.02 * torch.randn(n_shapes, dim, generator=g, dtype=torch.float64)
+                cloud_v = torch.where((torch.arange(n_shapes) % 2 == 0).unsqueeze(1), along, cloud_v)
+                text, cloud = L.expmap0(text_v, c).to(dtype), L.expmap0(cloud_v, c).to(dtype)
+                text, cloud = L.project(text, c), L.project(cloud, c)
+                pos = shapes.unsqueeze(1) == torch.arange(n_shapes).unsqueeze(0)       # (texts, clouds)
+                expected = entailment_cone_loss(text, cloud, pos, c, K)[0]
+
+                def diagnose(got: Tensor, text=text, cloud=cloud, pos=pos, c=c, K=K) -> str | None:
+                    if got.dim() != 0:
+                        return "return a scalar: the mean over the positive (caption, cloud) pairs."
+                    ext = L.pairwise_exterior_angle(text, cloud, c)
+                    hinge = torch.relu(ext - L.half_aperture(text, c, K).unsqueeze(1))
+                    if _close(got, hinge.mean()) or _close(got, (hinge * pos).mean()):
+                        return "average over the POSITIVE pairs only (pos_mask True), not over all B x B pairs."
+                    if _close(got, (hinge * pos).sum()):
+                        return "average over the positive pairs (divide by their number), do not sum."
+                    if _close(got, ((ext - L.half_aperture(text, c, K).unsqueeze(1))[pos]).mean()):
+                        return "the hinge is missing: relu(exterior angle - half-aperture); a cloud inside the cone costs 0."
+                    swapped = torch.relu(L.pairwise_exterior_angle(cloud, text, c)
+                                         - L.half_aperture(cloud, c, K).unsqueeze(1)).T[pos].mean()
+                    if _close(got, swapped):
+                        return "the TEXT is the apex: exterior_angle(text, cloud) and half_aperture(text), not the cloud's."
+                    return ("mean over positive pairs (i, j) of relu(exterior_angle(t_i, p_j) - half_aperture(t_i, K)).")
+                yield Case(f"{len(shapes)} captions of {n_shapes} clouds (shape ids {shapes.tolist()}), {dtype}, "
+                           f"c={c}, K={K}", (text, cloud, pos, c, K), ("text_emb", "cloud_emb", "pos_mask", "c", "K"),
+                           expected, rtol, atol, batch_ndim=0, diagnose=diagnose)
+
+
+# --------------------------------------------------------------------------- chapter 06: the LR schedule
+
+def _lr_schedule_cases() -> Iterator[Case]:
+    from h2arn.train import WarmupLinearDecay
+    for total, warmup in [(1000, 100), (50, 0), (30, 7)]:
+        ref = WarmupLinearDecay(total, warmup)
+        steps = sorted({0, 1, warmup // 2, max(warmup - 1, 0), warmup, warmup + 1, (warmup + total) // 2,
+                        total - 1, total, total + 5})
+        for step in steps:
+            expected = torch.tensor(ref(step), dtype=torch.float64)
+
+            def diagnose(got: Tensor, step=step, total=total, warmup=warmup) -> str | None:
+                g = float(got)
+                if step < warmup and abs(g - (step + 1) / warmup) < 1e-9:
+                    return "warm-up starts at 0 at step 0: multiplier = step / warmup_steps (not (step + 1) / ...)."
+                if step >= total and g < 0:
+                    return "after total_steps the multiplier stays at 0: clamp it with max(0.0, ...)."
+                if step >= warmup and abs(g - (total - step) / total) < 1e-9 and warmup > 0:
+                    return ("the decay runs from 1 at the END of warm-up to 0 at total_steps: divide by "
+                            "(total_steps - warmup_steps), not by total_steps.")
+                return ("0 -> 1 linearly over warmup_steps (step / warmup_steps), then 1 -> 0 linearly at "
+                        "total_steps, never below 0; warmup_steps = 0 means no warm-up.")
+            yield Case(f"step {step} of total_steps={total}, warmup_steps={warmup}", (step, total, warmup),
+                       ("step", "total_steps", "warmup_steps"), expected, 0.0, 1e-12, batch_ndim=0,
+                       diagnose=diagnose, check_dtype=False)
+
+
+# --------------------------------------------------------------------------- chapter 07: hierarchy-aware mAP
+
+def reference_hierarchical_map(sim: Tensor, txt_level: Tensor, txt_label: Tensor, pc_labels: Tensor) -> float:
+    """Graded-relevance text->3D mAP in percent (the self-contained reference of check ``hierarchical_map``).
+
+    A caption at level l with label y (its shape's node at level l of the taxonomy) is satisfied by every
+    shape whose level-l node is y: ``relevant[t, p] = pc_labels[p, txt_level[t]] == txt_label[t]``.
+    AP(t) = mean over the relevant shapes p of precision at p's rank (rank by descending similarity);
+    mAP = 100 * mean over captions. Ties are not handled (the check's similarities have none).
+    """
+    sim = sim.double()
+    relevant = pc_labels.long()[:, txt_level.long()].T == txt_label.long().unsqueeze(1)   # (N_txt, N_pc)
+    order = torch.argsort(sim, dim=1, descending=True)
+    hits = torch.gather(relevant, 1, order).double()
+    precision = hits.cumsum(1) / torch.arange(1, sim.shape[1] + 1, dtype=torch.float64)
+    ap = (precision * hits).sum(1) / hits.sum(1)
+    return float(100.0 * ap.mean())
+
+
+def _hierarchy_labels(n_pc: int, g: torch.Generator) -> Tensor:
+    """``(n_pc, 4)`` taxonomy labels: level 0 super-category (2), 1 category (4), 2 sub-category (8), 3 the shape."""
+    sub = torch.randint(0, 8, (n_pc,), generator=g)
+    return torch.stack([sub // 4, sub // 2, sub, torch.arange(n_pc)], dim=1)
+
+
+def _hierarchical_map_cases() -> Iterator[Case]:
+    for dtype in DTYPES:
+        for salt, (n_pc, n_txt) in enumerate([(10, 25), (16, 40)]):
+            g = _generator("hierarchical_map", salt)
+            pc_labels = _hierarchy_labels(n_pc, g)
+            txt_to_pc = torch.randint(0, n_pc, (n_txt,), generator=g)
+            txt_level = torch.randint(0, 4, (n_txt,), generator=g)
+            txt_label = pc_labels[txt_to_pc, txt_level]
+            sim = torch.randn(n_txt, n_pc, generator=g, dtype=torch.float64)
+            sim = (sim + 1.5 * (pc_labels[:, txt_level].T == txt_label.unsqueeze(1)).double()).to(dtype)
+            expected = torch.tensor(reference_hierarchical_map(sim, txt_level, txt_label, pc_labels), dtype=torch.float64)
+
+            def diagnose(got: Tensor, sim=sim, txt_level=txt_level, txt_label=txt_label, pc_labels=pc_labels,
+                         expected=expected) -> str | None:
+                g_ = float(got)
+                if abs(g_ - expected.item() / 100.0) < 1e-9:
+                    return "return a percentage (0..100), not a fraction."
+                relevant = pc_labels[:, txt_level].T == txt_label.unsqueeze(1)
+                hits = relevant.gather(1, torch.argsort(sim.double(), dim=1, descending=True)).double()
+                precision = hits.cumsum(1) / torch.arange(1, sim.shape[1] + 1, dtype=torch.float64)
+                if abs(g_ - 100.0 * float(((precision * hits).sum(1) / sim.shape[1]).mean())) < 1e-9:
+                    return ("AP(t) averages the precision over the RELEVANT shapes: divide by their number, not by "
+                            "the number of shapes.")
+                if abs(g_ - 100.0 * float(precision.mean())) < 1e-9:
+                    return "average the precision only at the ranks of relevant shapes, not at every rank."
+                return ("relevant[t, p] = pc_labels[p, txt_level[t]] == txt_label[t]; AP(t) = mean over relevant p of "
+                        "(relevant shapes ranked at or above p) / (rank of p); mAP = 100 * mean over captions.")
+            yield Case(f"{n_txt} captions at levels 0-3 x {n_pc} shapes (labels of 2 / 4 / 8 / {n_pc} nodes per level), "
+                       f"{dtype}", (sim, txt_level, txt_label, pc_labels), ("sim", "txt_level", "txt_label", "pc_labels"),
+                       expected, 0.0, 1e-9, batch_ndim=0, diagnose=diagnose, check_dtype=False)
+
+
+# --------------------------------------------------------------------------- chapter 08: inside the cone?
+
+def _in_cone_cases() -> Iterator[Case]:
+    dim = 3
+    for dtype in DTYPES:
+        for c in CURVATURES:
+            for K in (0.1, 0.5):
+                g = _generator("in_cone", int(c * 100) + int(K * 1000))
+                text_v = _tangents(96, dim, c, g, 0.05, 2.0)
+                cloud_v = torch.where((torch.arange(96) % 2 == 0).unsqueeze(1),
+                                      (1.2 + torch.rand(96, 1, generator=g, dtype=torch.float64)) * text_v
+                                      + 0.08 / math.sqrt(c) * torch.randn(96, dim, generator=g, dtype=torch.float64),
+                                      _tangents(96, dim, c, g, 0.5, 3.0))
+                text, cloud = L.expmap0(text_v, c), L.expmap0(cloud_v, c)
+                margin = L.half_aperture(text, c, K) - L.exterior_angle(text, cloud, c)
+                keep = margin.abs() > 1e-3                            # away from the cone's border
+                text, cloud = L.project(text[keep][:24].to(dtype), c), L.project(cloud[keep][:24].to(dtype), c)
+                expected = L.exterior_angle(text, cloud, c) <= L.half_aperture(text, c, K)
+
+                def diagnose(got: Tensor, text=text, cloud=cloud, c=c, K=K, expected=expected) -> str | None:
+                    if got.shape != expected.shape:
+                        return "return one True/False per (text, cloud) pair: shape (...)."
+                    if _close(got.double(), (~expected).double()):
+                        return "inverted: a cloud is INSIDE when its exterior angle is at most the half-aperture."
+                    swapped = L.exterior_angle(cloud, text, c) <= L.half_aperture(cloud, c, K)
+                    if _close(got.double(), swapped.double()):
+                        return "the TEXT is the apex: measure the angle at the text and use the text's aperture."
+                    return "inside = exterior_angle(text, cloud) <= half_aperture(text, K) (L.exterior_angle, L.half_aperture)."
+                share = float(expected.double().mean())
+                yield Case(f"{len(text)} (text, cloud) pairs, {dtype}, c={c}, K={K} ({share:.0%} inside, none within "
+                           "1e-3 rad of the border)", (text, cloud, c, K), ("text", "cloud", "c", "K"), expected,
+                           0.0, 0.0, diagnose=diagnose, check_dtype=False)
+
+
+# --------------------------------------------------------------------------- chapter 09: Lorentz -> MIPS
+
+def reference_mips_points(x: Tensor, phi_sq: float) -> Tensor:
+    """Stored vectors of the MIPS augmentation (:mod:`h2arn.index`, ``transform="augment"``):
+    ``x' = (x, sqrt(Phi^2 - |x|^2))``, ``(N, D+1) -> (N, D+2)``, all on the sphere of radius Phi."""
+    extra = (phi_sq - (x * x).sum(-1, keepdim=True)).clamp_min(0.0).sqrt()
+    return torch.cat([x, extra], dim=-1)
+
+
+def reference_mips_queries(q: Tensor) -> Tensor:
+    """Query vectors: time coordinate negated and a trailing 0, so ``q' . x' = <q, x>_L`` exactly."""
+    return torch.cat([-q[..., :1], q[..., 1:], torch.zeros_like(q[..., :1])], dim=-1)
+
+
+def _mips_points_cases() -> Iterator[Case]:
+    dim = 4
+    for dtype in DTYPES:
+        rtol, atol = _TOL[dtype]
+        for c in CURVATURES:
+            g = _generator("mips_points", int(c * 100))
+            x = L.project(_points(12, dim, c, g, 0.1, 2.5).to(dtype), c)
+            phi_sq = float((x.double() * x.double()).sum(-1).max()) * 1.5
+            expected = reference_mips_points(x, phi_sq)
+
+            def diagnose(got: Tensor, x=x, phi_sq=phi_sq, expected=expected) -> str | None:
+                if got.shape != expected.shape:
+                    return "keep every coordinate of x and append ONE extra coordinate: shape (N, D+2)."
+                if _close(got[..., -1], phi_sq - (x.double() ** 2).sum(-1)):
+                    return "the extra coordinate is the SQUARE ROOT of Phi^2 - |x|^2 (so that |x'|^2 = Phi^2)."
+                if _close(got[..., 0], -x[..., 0]):
+                    return "stored points keep their time coordinate; only the QUERIES get it negated."
+                return "x' = (x, sqrt(Phi^2 - |x|^2)) with the ordinary Euclidean |x|^2 (time coordinate included)."
+            yield Case(f"points at distance 0.1..2.5 from the origin, {dtype}, c={c}, Phi^2 = 1.5 max |x|^2",
+                       (x, phi_sq), ("x", "phi_sq"), expected, rtol, atol, diagnose=diagnose)
+
+
+def _mips_queries_cases() -> Iterator[Case]:
+    dim = 4
+    for dtype in DTYPES:
+        for c in CURVATURES:
+            g = _generator("mips_queries", int(c * 100))
+            q = L.project(_points(12, dim, c, g, 0.1, 2.5).to(dtype), c)
+            expected = reference_mips_queries(q)
+
+            def diagnose(got: Tensor, q=q, expected=expected) -> str | None:
+                if got.shape != expected.shape:
+                    return "append ONE coordinate (0) to the query so it matches the stored (D+2)-vectors."
+                if _close(got[..., 0], q[..., 0]):
+                    return "negate the query's time coordinate: <q, x>_L = -q_0 x_0 + q_s . x_s = (-q_0, q_s) . (x_0, x_s)."
+                if not _close(got[..., -1], torch.zeros_like(got[..., -1])):
+                    return "the query's extra coordinate is 0, so the stored points' extra coordinate adds nothing to q' . x'."
+                return "q' = (-q_0, q_1, ..., q_D, 0)."
+            yield Case(f"queries at distance 0.1..2.5 from the origin, {dtype}, c={c}", (q,), ("q",), expected,
+                       0.0, 0.0, diagnose=diagnose)
+
+
 CHECKS: dict[str, Check] = {c.name: c for c in [
     Check("expmap0", "my_expmap0(v, c) -> x", "h2arn.lorentz.expmap0",
           "exp map at the origin: space-only tangent (..., D) -> point (..., D+1), time first",
@@ -552,6 +935,28 @@ CHECKS: dict[str, Check] = {c.name: c for c in [
           "multi-positive symmetric InfoNCE on a (B, B) logit matrix", _contrastive_cases),
     Check("recall_at_k", "my_recall_at_k(sim, txt_to_pc, k) -> percent", "h2arn.evaluate.retrieval_metrics (t2p_R@K)",
           "text->3D recall@K in percent from a (N_txt, N_pc) similarity matrix", _recall_cases),
+    Check("ranking_map", "my_mean_average_precision(dist, related) -> map",
+          "h2arn.data.hierarchy.mean_average_precision",
+          "Nickel & Kiela's reconstruction MAP of an embedded tree from its distance matrix", _ranking_map_cases),
+    Check("spatial_pooling", "my_spatial_pool(feats, xyz, num_tokens) -> tokens",
+          "h2arn.encoders.tokens.pool_tokens(..., method='spatial')[0]",
+          "spatial token pooling: FPS centroids, nearest-centroid groups, max over each group", _spatial_pooling_cases),
+    Check("cone_loss", "my_cone_loss(text_emb, cloud_emb, pos_mask, c, K) -> loss",
+          "h2arn.losses.entailment_cone_loss(...)[0]",
+          "entailment-cone ordering loss with the text as apex, over positive pairs", _cone_loss_cases),
+    Check("lr_schedule", "my_lr_multiplier(step, total_steps, warmup_steps) -> float", "h2arn.train.WarmupLinearDecay",
+          "linear warm-up then linear decay learning-rate multiplier", _lr_schedule_cases),
+    Check("hierarchical_map", "my_hierarchical_map(sim, txt_level, txt_label, pc_labels) -> percent",
+          "h2arn.course.assignments.checks.reference_hierarchical_map",
+          "hierarchy-aware text->3D mAP (a shape is relevant when it satisfies the caption at its level)",
+          _hierarchical_map_cases),
+    Check("in_cone", "my_in_cone(text, cloud, c, K) -> inside", "L.exterior_angle(text, cloud, c) <= L.half_aperture(text, c, K)",
+          "whether each cloud lies inside its caption's entailment cone", _in_cone_cases),
+    Check("mips_points", "my_mips_points(x, phi_sq) -> x_aug", "h2arn.course.assignments.checks.reference_mips_points",
+          "the stored side of the Lorentz -> maximum-inner-product transform (h2arn.index, transform='augment')",
+          _mips_points_cases),
+    Check("mips_queries", "my_mips_queries(q) -> q_aug", "h2arn.course.assignments.checks.reference_mips_queries",
+          "the query side of the Lorentz -> maximum-inner-product transform (h2arn.index)", _mips_queries_cases),
 ]}
 
 

@@ -26,9 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import nbformat
 
-from h2arn.course.assignments.checks import CHECKS
+
+def _nbformat():
+    """nbformat, imported on first use: its jsonschema import costs seconds the grader should not pay."""
+    import nbformat
+    return nbformat
+
+
+def _check_names() -> dict:
+    from h2arn.course.assignments.checks import CHECKS
+    return CHECKS
 
 __all__ = ["SOLUTION_TAG", "EXERCISE_TAG", "AssignmentError", "ExerciseCall", "stub_source",
            "student_notebook", "masters", "generate", "stale_notebooks", "exercise_calls",
@@ -154,6 +162,7 @@ def _validate(nb: Any, nb_name: str) -> None:
     """Every solution function is checked by a later cell with a known check name."""
     functions = _solution_functions(nb, nb_name, SOLUTION_TAG)
     calls = exercise_calls(nb, nb_name)
+    CHECKS = _check_names()
     for call in calls:
         if call.function in functions and call.check not in CHECKS:
             raise AssignmentError(f"{_where(nb_name, call.cell)}: check({call.check!r}, {call.function}) names an "
@@ -172,7 +181,7 @@ def _header(source_name: str) -> Any:
         > that line with your code, run the cell, then run the `check(...)` cell after it. A check prints
         > `PASSED ...` or raises an `AssertionError` that names the input, the expected and the obtained value,
         > and a hint. `python -m h2arn.course.assignments grade assignments/{source_name}` grades all exercises at once.""")
-    cell = nbformat.v4.new_markdown_cell(text)
+    cell = _nbformat().v4.new_markdown_cell(text)
     cell["id"] = HEADER_ID
     return cell
 
@@ -202,7 +211,7 @@ def _has_solutions(nb: Any) -> bool:
 
 def _read(path: Path) -> Any:
     try:
-        return nbformat.read(str(path), as_version=4)
+        return _nbformat().read(str(path), as_version=4)
     except Exception as exc:  # noqa: BLE001 - nbformat raises several types for bad JSON
         raise AssignmentError(f"{path}: cannot read the notebook ({exc}). Fix: restore it from git.") from exc
 
@@ -220,8 +229,8 @@ def generate(source_dir: Path, dest_dir: Path) -> list[Path]:
     for path in masters(source_dir):
         student = student_notebook(_read(path), path.name)
         target = dest_dir / path.name
-        nbformat.validate(student)
-        nbformat.write(student, str(target))
+        _nbformat().validate(student)
+        _nbformat().write(student, str(target))
         written.append(target)
     return written
 
