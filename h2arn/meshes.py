@@ -26,12 +26,13 @@ Every problem (unreadable file, empty mesh, NaN vertices, unknown extension) is 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from h2arn.encoders.weights import sha256_file
 
 __all__ = ["MESH_SUFFIXES", "CLOUD_SUFFIXES", "SUPPORTED_SUFFIXES", "UP_AXES", "ShapeReadError", "find_shapes",
            "read_shape", "read_shapes", "prepare_points", "to_y_up", "file_digest"]
@@ -49,11 +50,7 @@ class ShapeReadError(ValueError):
 
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes: the cache key of a shape (a renamed copy is the same shape)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 # --------------------------------------------------------------------------- finding files

@@ -830,42 +830,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args) -> int:
+    if args.command == "index":
+        r = Retriever.from_run(args.model, args.device, pc_weights=args.pc_weights, cache_dir=args.cache)
+        ids = r.add_shapes(args.shapes, up=args.up)
+        out = r.save_gallery(args.out, index=args.index)
+        print(f"gallery {out}: {len(ids)} shapes embedded with {r.model_file}")
+        return 0
+    if args.k < 1:
+        raise SearchError(f"--k {args.k}: must be a positive integer.")
+    meta = read_gallery_meta(args.gallery)
+    r = Retriever.from_run(args.model or meta["model_file"], args.device, progress=False)
+    r.load_gallery(args.gallery)
+    results = r.search_many(args.text, args.k)
+    if args.html:
+        write_html(results, r, args.html)
+    if args.json:
+        print(json.dumps([res.to_dict() for res in results], indent=1))
+    else:
+        for res in results:
+            print(f"query: {res.query!r}")
+            for h in res.hits:
+                print(f"  #{h.rank:<3d} {h.id:40s} d = {h.distance:.4f}   {h.path or ''}")
+    if args.html:
+        print(f"wrote {args.html}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from h2arn.checkpoint import CheckpointError
+    from h2arn.cli import run_cli
     from h2arn.encoders.text import TextEncoderError
     from h2arn.encoders.weights import CheckpointError as WeightsError
     from h2arn.features import FeatureError
     from h2arn.meshes import ShapeReadError
 
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "index":
-            r = Retriever.from_run(args.model, args.device, pc_weights=args.pc_weights, cache_dir=args.cache)
-            ids = r.add_shapes(args.shapes, up=args.up)
-            out = r.save_gallery(args.out, index=args.index)
-            print(f"gallery {out}: {len(ids)} shapes embedded with {r.model_file}")
-            return 0
-        if args.k < 1:
-            raise SearchError(f"--k {args.k}: must be a positive integer.")
-        meta = read_gallery_meta(args.gallery)
-        r = Retriever.from_run(args.model or meta["model_file"], args.device, progress=False)
-        r.load_gallery(args.gallery)
-        results = r.search_many(args.text, args.k)
-        if args.html:
-            write_html(results, r, args.html)
-        if args.json:
-            print(json.dumps([res.to_dict() for res in results], indent=1))
-        else:
-            for res in results:
-                print(f"query: {res.query!r}")
-                for h in res.hits:
-                    print(f"  #{h.rank:<3d} {h.id:40s} d = {h.distance:.4f}   {h.path or ''}")
-        if args.html:
-            print(f"wrote {args.html}", file=sys.stderr if args.json else sys.stdout)
-        return 0
-    except (SearchError, ShapeReadError, CheckpointError, WeightsError, TextEncoderError, FeatureError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _run(args),
+                   (SearchError, ShapeReadError, CheckpointError, WeightsError, TextEncoderError, FeatureError))
 
 
 if __name__ == "__main__":
