@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from h2arn import lorentz as L
+from h2arn.attention import encoder_layer_forward
 from h2arn.aggregation import GEOMETRIES, LIFTS, MODES, ContributionAggregator, bounded_exp
 
 __all__ = ["ModelConfig", "LossConfig", "H2ARN", "ModalityEncoder", "float32_geometry"]
@@ -172,12 +173,14 @@ class ModalityEncoder(nn.Module):
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """tokens ``(B, L, D_in)``, mask ``(B, L)`` bool (True = valid) -> ``(B, L, d_model)``."""
-        # zero padded inputs: NaN/inf garbage there would leak through 0-weight attention (0 * NaN = NaN)
-        x = torch.where(mask.unsqueeze(-1), tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
+        if bool(mask.all()):   # no padding (cloud tokens): no mask, no copy (one host sync, cheap next to a layer)
+            valid, x = None, tokens
+        else:  # zero padded inputs: NaN/inf garbage there would leak through 0-weight attention (0 * NaN = NaN)
+            valid = mask
+            x = torch.where(mask.unsqueeze(-1), tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
         x = self.input_proj(x)
-        padding = ~mask
         for layer in self.layers:
-            x = layer(x, src_key_padding_mask=padding)
+            x = encoder_layer_forward(layer, x, valid)   # = layer(x, src_key_padding_mask=~mask), one SDPA call
         return x
 
 
