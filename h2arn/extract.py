@@ -14,9 +14,16 @@ Differences from the official scripts, on purpose:
 * clouds are batched, on CPU or GPU, with progress bars; both subsets are FPS-downsampled to
   ``--num_points`` (the official S3DIS path feeds whole scenes to a quadratic k-NN);
 * attention masks are stored for text and point tokens;
+* each distinct caption is encoded once, captions are batched by token count, and text and points are
+  encoded at the same time on two threads (both cores of a 2-core machine), each with its progress bar;
+* features are stored packed (valid tokens only, float16, zeros as a bit map: ``h2arn.features``),
+  about 8x smaller than the padded float32 tensors;
 * results are cached: ``manifest.json`` in the output folder holds a fingerprint of the inputs and
   options per subset/split, and a re-run with the same fingerprint does no work;
-* every file is written atomically (temp file + rename).
+* every file is written atomically (temp file + rename), and ``manifest.json`` is the last word: a
+  subset/split is marked as being written before its first file is replaced and gets the size and
+  content hash of every file once all are written, so training refuses a half re-extracted folder
+  (``h2arn.features.check_manifest``).
 
 Python API: :func:`extract` (what the CLI runs), :func:`ensure_features` (notebooks: builds the
 synthetic data, the pretrained encoder and the features when missing) and :func:`link_paths`.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -39,13 +47,12 @@ from .encoders.pretrain import (DEFAULT_TRAINING, category_of, cpu_threads_for_s
 from .encoders.text import TEXT_ENCODERS, TextEncoderError, canonical_txt_name, load_text_encoder
 from .encoders.tokens import downsample_clouds
 from .encoders.weights import CheckpointError, load_point_encoder, sha256_file, shared_pointnet_path
-from .features import FeatureError, atomic_write_json, write_split
+from .features import MANIFEST, FeatureError, atomic_write_json, file_record, manifest_mismatches, write_split
 from .paths import build_dir
 
 __all__ = ["extract", "ensure_features", "link_paths", "ExtractError", "main", "MANIFEST", "PROFILE_SETTINGS"]
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: packed features (valid tokens, float16), deduplicated captions, per-file records
 SUBSET_NAMES = ("Elephant", "S3DIS")
 
 # what ensure_features uses per course profile: the default point encoder is a PointNet pretrained on
@@ -221,7 +228,7 @@ def extract(base_data_dir, pc_model: str = "PointNet", txt_model: str = "MiniLM"
         key = f"{subset}/{split}"
         fp = fingerprint_files(_split_inputs(root, subset, split), extra=options)
         entry = manifest["entries"].get(key, {})
-        if not force and entry.get("fingerprint") == fp and all((out / f).is_file() for f in entry.get("files", [])):
+        if not force and _is_complete(out, entry, fp):
             summary["skipped"].append(key)
             continue
         records = load_split(root, subset, split)
@@ -231,27 +238,57 @@ def extract(base_data_dir, pc_model: str = "PointNet", txt_model: str = "MiniLM"
             txt_enc = load_text_encoder(txt_model, txt_model_path, device=device, max_length=max_length,
                                         allow_download=allow_download)
             pc_enc = _build_pc_encoder(kind, weights, pc_model, num_tokens, pooling, device)
-        captions, links, meta = [], [], []
+        captions, cloud_of, meta = [], [], []
         for j, rec in enumerate(records):
             for k, cap in enumerate(rec.captions):
-                links.append((len(captions), j))
+                cloud_of.append(j)
                 meta.append(_caption_meta(rec, k, cap))
                 captions.append(cap)
-        with cpu_threads_for_small_batches(device):  # see its docstring: shared 2-core machines
-            txt, txt_mask = txt_enc.encode(captions, batch_size=max(batch_size, 32), progress=progress)
-            pc, pc_mask = encode_clouds(pc_enc, [r.points for r in records], num_points, batch_size, device,
-                                        progress, desc=f"{pc_model} {key}")
-        link = write_split(out, subset, split, txt=txt, txt_mask=txt_mask, pc=pc, pc_mask=pc_mask, links=links,
-                           txt_model=txt_model, pc_model=pc_model, meta=meta)
-        files = [link.name, f"{subset}_meta_{split}.json"] + [
+        files = [f"{subset}_link_{split}.json", f"{subset}_meta_{split}.json"] + [
             f"{subset}/{split}/{kind_}_{what}_{name}.pt" for kind_, name in (("txt", txt_model), ("pc", pc_model))
             for what in ("features", "masks")]
-        manifest["entries"][key] = {"fingerprint": fp, "files": files, "options": options,
-                                    "n_texts": len(captions), "n_clouds": len(records),
-                                    "pc_weights": summary["pc_weights"]}
+        # first the manifest says "being written": from here until the end, loading these links is refused
+        manifest["entries"][key] = {"state": "writing", "files": {f: None for f in files}}
         atomic_write_json(manifest, manifest_path, indent=1)
+        with cpu_threads_for_small_batches(device):  # see its docstring: shared 2-core machines
+            (txt, txt_mask, row), (pc, pc_mask) = _encode_split(
+                txt_enc, pc_enc, captions, [r.points for r in records], num_points, batch_size, device, progress,
+                f"{pc_model} {key}")
+        write_split(out, subset, split, txt=txt, txt_mask=txt_mask, pc=pc, pc_mask=pc_mask,
+                    links=list(zip(row, cloud_of)), txt_model=txt_model, pc_model=pc_model, meta=meta, packed=True)
+        manifest["entries"][key] = {"state": "complete", "fingerprint": fp,
+                                    "files": {f: file_record(out / f) for f in files}, "options": options,
+                                    "n_texts": len(captions), "n_distinct_texts": int(txt.shape[0]),
+                                    "n_clouds": len(records), "pc_weights": summary["pc_weights"]}
+        atomic_write_json(manifest, manifest_path, indent=1)   # written last
         summary["written"].append(key)
     return summary
+
+
+def _is_complete(out: Path, entry: dict, fingerprint: str) -> bool:
+    """The cached subset/split is complete, for the same inputs, and its files are the ones it recorded."""
+    files = entry.get("files")
+    return (entry.get("state") == "complete" and entry.get("fingerprint") == fingerprint and isinstance(files, dict)
+            and not manifest_mismatches(out, files))
+
+
+def _encode_split(txt_enc, pc_enc, captions: list[str], clouds: list, num_points: int, batch_size: int, device,
+                  progress: bool, desc: str):
+    """``((txt, txt_mask, row), (pc, pc_mask))``: distinct captions and clouds, encoded concurrently.
+
+    On the CPU the text encoder runs on a second thread while this one encodes the clouds: with one
+    torch thread each (``cpu_threads_for_small_batches``) the two use both cores of a 2-core machine
+    without the oversubscription of two thread pools. Errors of either side are raised here.
+    """
+    def text():
+        return txt_enc.encode_unique(captions, batch_size=max(batch_size, 32), progress=progress)
+
+    if torch.device(device).type != "cpu":
+        return text(), encode_clouds(pc_enc, clouds, num_points, batch_size, device, progress, desc=desc)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2arn-text") as pool:
+        text_job = pool.submit(text)
+        points = encode_clouds(pc_enc, clouds, num_points, batch_size, device, progress, desc=desc)
+        return text_job.result(), points
 
 
 def _read_manifest(path: Path) -> dict:
