@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Sequence
 
@@ -147,30 +148,43 @@ def _build_pc_encoder(kind: str, path: Path | None, pc_model: str, num_tokens: i
     return enc.to(device)
 
 
-@torch.no_grad()
 def encode_clouds(encoder, clouds: Sequence[np.ndarray], num_points: int, batch_size: int = 32,
-                  device="cpu", progress: bool = True, desc: str = "points") -> tuple[torch.Tensor, torch.Tensor]:
+                  device="cpu", progress: bool = True, desc: str = "points", executor=None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Clouds ``[(N_i, C>=6)]`` -> tokens ``(n, T, D)`` float32 and masks ``(n, T)`` on the CPU.
 
     Each cloud is FPS-downsampled to ``num_points`` when larger (deterministic, official start point);
-    clouds are then batched by point count, so no padding point ever enters the encoder.
+    clouds are then batched by point count, so no padding point ever enters the encoder. With an
+    ``executor`` (a thread pool) the batches are encoded by its workers, in any order; the result does
+    not depend on it (every cloud's tokens depend on that cloud only, the encoder is in eval mode).
     """
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    prepared = downsample_clouds([torch.as_tensor(np.asarray(c), dtype=torch.float32).to(device) for c in clouds],
-                                 num_points)
+    with torch.no_grad():
+        prepared = downsample_clouds([torch.as_tensor(np.asarray(c), dtype=torch.float32).to(device) for c in clouds],
+                                     num_points)
     by_size: dict[int, list[int]] = {}
     for i, p in enumerate(prepared):
         by_size.setdefault(p.shape[0], []).append(i)
     tokens: list = [None] * len(prepared)
     masks: list = [None] * len(prepared)
     batches = [ids[s:s + batch_size] for ids in by_size.values() for s in range(0, len(ids), batch_size)]
-    for ids in tqdm(batches, desc=desc, unit="batch", disable=None if progress else True, leave=False):
-        x = torch.stack([prepared[i] for i in ids]).to(encoder.dtype)
-        tok, mask = encoder(x)
-        for j, i in enumerate(ids):
-            tokens[i], masks[i] = tok[j].float().cpu(), mask[j].cpu()
+
+    def encode(ids: list[int]):
+        with torch.no_grad():                     # thread-local: set in the worker that runs the batch
+            x = torch.stack([prepared[i] for i in ids]).to(encoder.dtype)
+            tok, mask = encoder(x)
+            return ids, tok.float().cpu(), mask.cpu()
+
+    results = (executor.submit(encode, ids) for ids in batches) if executor is not None else None
+    with tqdm(total=len(prepared), desc=desc, unit="cloud", disable=None if progress else True, leave=False) as bar:
+        done = as_completed(list(results)) if results is not None else map(encode, batches)
+        for item in done:
+            ids, tok, mask = item.result() if results is not None else item
+            for j, i in enumerate(ids):
+                tokens[i], masks[i] = tok[j], mask[j]
+            bar.update(len(ids))
     return torch.stack(tokens), torch.stack(masks)
 
 
@@ -276,18 +290,20 @@ def _encode_split(txt_enc, pc_enc, captions: list[str], clouds: list, num_points
                   progress: bool, desc: str):
     """``((txt, txt_mask, row), (pc, pc_mask))``: distinct captions and clouds, encoded concurrently.
 
-    On the CPU the text encoder runs on a second thread while this one encodes the clouds: with one
-    torch thread each (``cpu_threads_for_small_batches``) the two use both cores of a 2-core machine
-    without the oversubscription of two thread pools. Errors of either side are raised here.
+    On the CPU two worker threads share the work: one starts on the captions, the other on the
+    cloud batches, and the first joins the cloud batches when the captions are done. With one torch
+    thread each (``cpu_threads_for_small_batches``) they use both cores of a 2-core machine without
+    the oversubscription of two thread pools. Errors of either side are raised here.
     """
     def text():
         return txt_enc.encode_unique(captions, batch_size=max(batch_size, 32), progress=progress)
 
     if torch.device(device).type != "cpu":
         return text(), encode_clouds(pc_enc, clouds, num_points, batch_size, device, progress, desc=desc)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="h2arn-text") as pool:
+    workers = max(1, min(2, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="h2arn-extract") as pool:
         text_job = pool.submit(text)
-        points = encode_clouds(pc_enc, clouds, num_points, batch_size, device, progress, desc=desc)
+        points = encode_clouds(pc_enc, clouds, num_points, batch_size, device, progress, desc=desc, executor=pool)
         return text_job.result(), points
 
 
