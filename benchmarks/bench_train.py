@@ -218,7 +218,8 @@ def official_step_fn(cfg: dict, device: torch.device):
 
 # --------------------------------------------------------------------------- main
 
-def run(name: str, device: torch.device, steps: int, paper_batch: int, compile_: bool) -> list[dict]:
+def run(name: str, device: torch.device, steps: int, paper_batch: int, compile_: bool,
+        all_variants: bool = False) -> list[dict]:
     cfg = dict(CONFIGS[name])
     if name == "paper" and device.type != "cuda":
         cfg["batch"] = paper_batch
@@ -227,12 +228,14 @@ def run(name: str, device: torch.device, steps: int, paper_batch: int, compile_:
           f"{cfg['nhead']} heads, text {cfg['l_txt']}x{cfg['d_txt']} (20 valid), cloud {cfg['l_pcd']}x{cfg['d_pcd']}",
           flush=True)
     fns = {"official-style": official_step_fn(cfg, device)}
-    names = ["ours", "ours, nn.TransformerEncoderLayer path"]
-    if device.type == "cuda":
-        fns["ours, bf16 AMP (CUDA)"] = our_step_fn(cfg, device, amp=True)
-    else:
-        names.append("ours, bf16 autocast (CPU)")
-    names.append("ours, attention dropout 0 (model change)")
+    names = ["ours"]
+    if name == "ci" or device.type == "cuda" or all_variants:   # the paper widths are slow on a CPU: two rows
+        names.append("ours, nn.TransformerEncoderLayer path")
+        if device.type == "cuda":
+            fns["ours, bf16 AMP (CUDA)"] = our_step_fn(cfg, device, amp=True)
+        else:
+            names.append("ours, bf16 autocast (CPU)")
+        names.append("ours, attention dropout 0 (model change)")
     if compile_:
         names.append("ours, torch.compile")
     for variant in names:
@@ -256,6 +259,25 @@ def run(name: str, device: torch.device, steps: int, paper_batch: int, compile_:
     return rows
 
 
+def profile_steps(name: str, device: torch.device, steps: int = 3, rows: int = 12) -> None:
+    """Where the time goes: ``torch.profiler`` tables (self CPU time per op) of our step and of the official-style one."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = CONFIGS[name]
+    for label, fn in (("ours", our_step_fn(cfg, device, amp=False)), ("official-style", official_step_fn(cfg, device))):
+        fn()
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                fn()
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        print(f"\n-- torch.profiler, {label}, {name} config, {steps} steps: self CPU time per op "
+              f"({total / 1e3 / steps:.1f} ms per step under the profiler)")
+        print_table([{"op": e.key, "calls/step": e.count / steps, "ms/step": e.self_cpu_time_total / 1e3 / steps,
+                      "share": f"{100 * e.self_cpu_time_total / total:.1f}%"} for e in events[:rows]])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (median reported)")
@@ -263,9 +285,12 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", nargs="+", default=None, choices=sorted(CONFIGS),
                     help="ci and/or paper (default: ci on CPU, ci + paper on GPU)")
     ap.add_argument("--paper-batch", type=int, default=32, help="batch of the paper config on the CPU (CUDA: 256)")
+    ap.add_argument("--paper-steps", type=int, default=2, help="timed steps per variant at the paper config")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the shared 2-core machine)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile(model) (slow to compile on CPU)")
+    ap.add_argument("--all-variants", action="store_true", help="every lever also at the paper widths on the CPU")
     ap.add_argument("--json", default=None, help="also write the rows as JSON to this file (benchmarks/run_all.py)")
+    ap.add_argument("--profile", action="store_true", help="also print torch.profiler tables of both steps (ci)")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     if args.threads:
@@ -273,11 +298,15 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     info = {"machine": machine_info(), "load_before": load_info(), "steps": args.steps}
     print(info["machine"])
-    print(f"device {device}; {info['load_before']}; median of {args.steps} interleaved steps per variant")
+    print(f"device {device}; {info['load_before']}; median of {args.steps} (ci) / {args.paper_steps} (paper) "
+          "interleaved steps per variant")
     names = args.configs or (["ci", "paper"] if device.type == "cuda" else ["ci"])
     rows = []
     for name in names:
-        rows += run(name, device, args.steps, args.paper_batch, args.compile)
+        rows += run(name, device, args.steps if name == "ci" else args.paper_steps, args.paper_batch, args.compile,
+                    args.all_variants)
+    if args.profile:
+        profile_steps("ci", device)
     info["load_after"] = load_info()
     print(f"done: {info['load_after']}")
     if device.type != "cuda" and "paper" not in names:
