@@ -26,10 +26,11 @@ README = HERE / "README.md"
 # name -> (arguments after `python`, what it is); the default set is what a plain run regenerates
 JOBS = {
     "train": (["benchmarks/bench_train.py", "--steps", "5", "--profile"], "training step, ci config, CPU"),
-    "train-paper": (["benchmarks/bench_train.py", "--configs", "paper"], "training step, paper widths, CPU"),
+    "train-paper": (["benchmarks/bench_train.py", "--configs", "paper", "--paper-batch", "8"],
+                    "training step, paper widths, CPU"),
     "extract-pipeline": (["benchmarks/bench_extract.py", "--pipeline"], "whole extraction, ci data, full settings"),
-    "extract-full": (["benchmarks/bench_extract.py", "--pipeline", "--dataset", "{full_dataset}"],
-                     "whole extraction of the full benchmark"),
+    "extract-full": (["benchmarks/bench_extract.py", "--pipeline", "--dataset", "{full_dataset}", "--splits", "test"],
+                     "whole extraction of the full benchmark's test split (a fifth), scaled to all of it"),
     "extract-encoders": (["benchmarks/bench_extract.py", "--quick"], "encoder throughput"),
     "lorentz": (["benchmarks/bench_lorentz.py", "--skip-geoopt"], "pairwise distance vs one GEMM"),
     "index": (["benchmarks/bench_index.py", "--quick"], "LorentzIndex growth curve, quick"),
