@@ -143,9 +143,32 @@ def _build_pc_encoder(kind: str, path: Path | None, pc_model: str, num_tokens: i
         torch.manual_seed(0)
         enc = build_point_encoder(pc_model, **{**DEFAULT_CONFIGS.get(pc_model, {}), "num_tokens": num_tokens,
                                                "pooling": pooling})
-        return enc.eval().to(device)
+        return fold_batchnorm_(enc.eval()).to(device)
     enc, _ = load_point_encoder(path, pc_model=pc_model, num_tokens=num_tokens, pooling=pooling)
-    return enc.to(device)
+    return fold_batchnorm_(enc.eval()).to(device)
+
+
+def fold_batchnorm_(encoder):
+    """PointNet in eval mode: fold each BatchNorm into the 1x1 convolution / linear layer before it, in place.
+
+    Extraction only runs the frozen encoder, where ``relu(bn(conv(x)))`` equals ``relu(conv'(x))`` with
+    the BatchNorm's affine map folded into ``conv'`` (equal up to float rounding): one pass less over the
+    ``(B, 1024, N)`` per-point activations. Other encoders are returned unchanged.
+    """
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    from .encoders.pointnet import PointNet
+
+    if not isinstance(encoder, PointNet) or encoder.training:
+        return encoder
+    backbone, head = encoder.backbone, encoder.head
+    for i in range(1, 6):      # _Backbone.forward: relu(bn_i(conv_i(x)))
+        setattr(backbone, f"conv{i}", fuse_conv_bn_eval(getattr(backbone, f"conv{i}"), getattr(backbone, f"bn{i}")))
+        setattr(backbone, f"bn{i}", nn.Identity())
+    head.linear1 = fuse_linear_bn_eval(head.linear1, head.bn1)   # _Head.first: relu(bn1(linear1(x)))
+    head.bn1 = nn.Identity()
+    return encoder
 
 
 def encode_clouds(encoder, clouds: Sequence[np.ndarray], num_points: int, batch_size: int = 32,

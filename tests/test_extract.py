@@ -220,3 +220,23 @@ def test_cli_unknown_split_and_bad_weights(tmp_path, capsys):
 def test_link_paths_error(tmp_path):
     with pytest.raises(Exception, match="no link file"):
         ex.link_paths(tmp_path, "train")
+
+
+def test_folding_batchnorm_keeps_the_tokens():
+    import copy
+
+    from h2arn.encoders import build_point_encoder
+
+    torch.manual_seed(0)
+    enc = build_point_encoder("PointNet", channels="xyz", emb_dims=32, num_tokens=8).eval()
+    for m in enc.modules():                       # non-trivial statistics, as after pretraining
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    folded = ex.fold_batchnorm_(copy.deepcopy(enc))
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in folded.modules())
+    x = torch.rand(3, 64, 6)
+    with torch.no_grad():
+        (a, ma), (b, mb) = enc(x), folded(x)
+    assert torch.equal(ma, mb) and torch.allclose(a, b, atol=1e-5)
