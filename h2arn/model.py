@@ -158,7 +158,8 @@ class ModalityEncoder(nn.Module):
     """Input projection + Pre-LN transformer stack for one modality: ``(B, L, D_in)`` -> ``(B, L, d_model)``.
 
     Layers are kept in a ModuleList (not ``nn.TransformerEncoder``) so no nested-tensor fast path
-    rewrites padded positions; padded outputs are ignored downstream anyway.
+    rewrites padded positions; padded outputs are ignored downstream anyway. Each layer runs through
+    :func:`h2arn.attention.encoder_layer_forward` (same parameters, one SDPA call with the boolean mask).
     """
 
     def __init__(self, d_in: int, d_model: int, nhead: int, num_layers: int, dim_feedforward: int,
