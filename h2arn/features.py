@@ -285,7 +285,7 @@ def read_tokens(path: str | os.PathLike) -> tuple[Tensor, Tensor]:
         feats, mask = unpack_tokens(obj, path)
         if mpath.is_file():
             stored = _load_tensor(mpath).bool()
-            if stored.shape[0] != mask.shape[0] or not torch.equal(stored[:, :mask.shape[1]], mask) \
+            if stored.dim() != 2 or stored.shape[0] != mask.shape[0] or not torch.equal(stored[:, :mask.shape[1]], mask) \
                     or bool(stored[:, mask.shape[1]:].any()):
                 raise FeatureError(f"{mpath}: does not match the mask stored in {path.name}: the two files come "
                                    f"from different extractions. {_FIX}")
