@@ -1,10 +1,20 @@
 """Training throughput: our training step vs a straightforward re-implementation of the official one.
 
-Prints, for the ``ci`` configuration on the CPU (``h2arn.course.experiments.TRAIN_PROFILES["ci"]`` sizes) and (when a GPU is present) for the paper's
-configuration (batch 256, d_model 512, 6 layers, 64 heads, 77 text x 100 cloud tokens of width 512):
+Prints, for the ``ci`` configuration (``h2arn.course.experiments.TRAIN_PROFILES["ci"]`` sizes) and, with
+``--configs paper``, for the paper's widths (d_model 512, 6 layers, 64 heads, 77 text x 100 cloud tokens of
+width 512; batch 256 on CUDA, ``--paper-batch`` on the CPU, default 32: the per-pair cost does not depend on
+the batch size, and batch 256 needs about 20 GB of activations for the official step):
 
-* training pairs/s of :func:`h2arn.train.training_step` (float32, and bf16 AMP on CUDA);
-* the step time of an *official-style* step on the same device and shapes, and the ratio.
+* the step time of :func:`h2arn.train.training_step` (ours) and of an *official-style* step on the same
+  device and shapes, and the ratio official / ours;
+* the levers measured one by one (``ours`` rows): the previous ``nn.TransformerEncoderLayer`` path with the
+  padding mask (before the SDPA layer of :mod:`h2arn.attention`), bf16 autocast on the CPU, attention-weight
+  dropout off (lets SDPA use the fused flash kernel; changes the model, so information only), and with
+  ``--compile`` ``torch.compile`` of the model.
+
+Every variant runs in turns (A B C A B C ...; ``_util.interleaved``) so load from other processes hits all of
+them alike; medians of wall time and of process CPU time are printed, and the ratios use the CPU time on
+the CPU (steadier on a shared machine) and the wall time on CUDA.
 
 The official-style step follows ``liwrui/H2ARN`` ``model.py``/``train.py`` as described in the
 research dossier (sections 1-3): no padding masks, the direct lift with the time coordinate last,
@@ -13,14 +23,18 @@ full B x B matrix and then masked, AdamW + linear schedule + clipping, and after
 ``torch.cuda.empty_cache()`` and ``gc.collect()`` when on CUDA. It is written out here on purpose
 (a baseline to compare against, not library code); the library's geometry lives in ``h2arn.lorentz``.
 
-Run: ``python benchmarks/bench_train.py [--steps N] [--device cpu|cuda]``.
+Run: ``python benchmarks/bench_train.py [--steps N] [--device cpu|cuda] [--configs ci paper] [--json FILE]``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import json
 import math
 import sys
+import time
+import types
 from pathlib import Path
 
 import torch
@@ -29,7 +43,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import machine_info, timeit  # noqa: E402
+from _util import interleaved, load_info, machine_info, print_table  # noqa: E402
 
 from h2arn.device import resolve_device  # noqa: E402
 from h2arn.course.experiments import TRAIN_PROFILES  # noqa: E402
@@ -49,12 +63,6 @@ CONFIGS = {
 }
 
 
-def measure(step, device: torch.device, steps: int, warmup: int = 2) -> float:
-    """Median seconds per call of ``step()`` after ``warmup`` calls (CUDA synchronised), via ``_util.timeit``."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else None
-    return timeit(step, repeats=steps, warmup=warmup, sync=sync)
-
-
 def make_batch(cfg: dict, device: torch.device, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     b = cfg["batch"]
@@ -69,17 +77,50 @@ def make_batch(cfg: dict, device: torch.device, seed: int = 0):
 
 # --------------------------------------------------------------------------- ours
 
-def our_step_fn(cfg: dict, device: torch.device, amp: bool):
+def _module_path_forward(self, tokens, mask):
+    """``ModalityEncoder.forward`` before :mod:`h2arn.attention`: every layer through ``nn.TransformerEncoderLayer``
+    with ``src_key_padding_mask``, padded inputs always zeroed. Kept here only to measure that lever."""
+    x = torch.where(mask.unsqueeze(-1), tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
+    x = self.input_proj(x)
+    for layer in self.layers:
+        x = layer(x, src_key_padding_mask=~mask)
+    return x
+
+
+OUR_VARIANTS = {
+    "ours": "h2arn.train.training_step (SDPA layer, padding trimmed per batch)",
+    "ours, nn.TransformerEncoderLayer path": "the previous layer path (MHA with the padding mask)",
+    "ours, bf16 autocast (CPU)": "encoders under torch.autocast('cpu', bfloat16)",
+    "ours, attention dropout 0 (model change)": "fused SDPA flash kernel; information only",
+    "ours, torch.compile": "torch.compile(model) (first call compiles; --compile)",
+}
+
+
+def our_step_fn(cfg: dict, device: torch.device, amp: bool, variant: str = "ours"):
     model = H2ARN(ModelConfig(d_txt=cfg["d_txt"], d_pcd=cfg["d_pcd"], d_model=cfg["d_model"], nhead=cfg["nhead"],
                               num_layers=cfg["layers"])).to(device)
     crit = H2ARNLoss(LossConfig())
     opt = torch.optim.AdamW(model.param_groups(0.01), lr=2e-3, betas=(0.91, 0.9993), eps=1e-8)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupLinearDecay(10_000, 1_000))
     txt, txt_mask, pc, pc_mask, pc_idx = make_batch(cfg, device)
+    runner, context = model, contextlib.nullcontext
+    if variant == "ours, nn.TransformerEncoderLayer path":
+        for enc in (model.txt_encoder, model.pcd_encoder):
+            enc.forward = types.MethodType(_module_path_forward, enc)
+    elif variant == "ours, bf16 autocast (CPU)":
+        context = lambda: torch.autocast("cpu", dtype=torch.bfloat16)   # noqa: E731
+    elif variant == "ours, attention dropout 0 (model change)":
+        for enc in (model.txt_encoder, model.pcd_encoder):
+            for layer in enc.layers:
+                layer.self_attn.dropout = 0.0
+    elif variant == "ours, torch.compile":
+        runner = torch.compile(model, dynamic=True)
+        runner.project_parameters_ = model.project_parameters_   # training_step calls it on the model
 
     def step():   # as the training loop: drop all-padding token columns, then one optimisation step
         t, tm = trim_padding(txt, txt_mask)
-        training_step(model, crit, opt, sched, t, tm, pc, pc_mask, pc_idx, amp=amp)
+        with context():
+            training_step(runner, crit, opt, sched, t, tm, pc, pc_mask, pc_idx, amp=amp)
     return step
 
 
@@ -177,38 +218,101 @@ def official_step_fn(cfg: dict, device: torch.device):
 
 # --------------------------------------------------------------------------- main
 
-def run(name: str, device: torch.device, steps: int) -> None:
-    cfg = CONFIGS[name]
+def run(name: str, device: torch.device, steps: int, paper_batch: int, compile_: bool,
+        all_variants: bool = False) -> list[dict]:
+    cfg = dict(CONFIGS[name])
+    if name == "paper" and device.type != "cuda":
+        cfg["batch"] = paper_batch
     b = cfg["batch"]
     print(f"\n== {name} config on {device}: batch {b}, d_model {cfg['d_model']}, {cfg['layers']} layers, "
-          f"{cfg['nhead']} heads, text {cfg['l_txt']}x{cfg['d_txt']}, cloud {cfg['l_pcd']}x{cfg['d_pcd']}")
-    ours = measure(our_step_fn(cfg, device, amp=False), device, steps)
-    print(f"ours fp32           : {ours * 1e3:9.1f} ms/step  {b / ours:9.1f} pairs/s")
-    if device.type == "cuda":
-        ours_amp = measure(our_step_fn(cfg, device, amp=True), device, steps)
-        print(f"ours bf16 AMP       : {ours_amp * 1e3:9.1f} ms/step  {b / ours_amp:9.1f} pairs/s  "
-              f"(AMP speed-up x{ours / ours_amp:.2f})")
-    off = measure(official_step_fn(cfg, device), device, steps)
-    print(f"official-style fp32 : {off * 1e3:9.1f} ms/step  {b / off:9.1f} pairs/s")
-    print(f"ratio official / ours (fp32): x{off / ours:.2f}  (>1 = ours faster; ours masks padding and skips "
-          f"all-padding columns, uses chord distances and gathers only the positive cone pairs)")
+          f"{cfg['nhead']} heads, text {cfg['l_txt']}x{cfg['d_txt']} (20 valid), cloud {cfg['l_pcd']}x{cfg['d_pcd']}",
+          flush=True)
+    fns = {"official-style": official_step_fn(cfg, device)}
+    names = ["ours"]
+    if name == "ci" or device.type == "cuda" or all_variants:   # the paper widths are slow on a CPU: two rows
+        names.append("ours, nn.TransformerEncoderLayer path")
+        if device.type == "cuda":
+            fns["ours, bf16 AMP (CUDA)"] = our_step_fn(cfg, device, amp=True)
+        else:
+            names.append("ours, bf16 autocast (CPU)")
+        names.append("ours, attention dropout 0 (model change)")
+    if compile_:
+        names.append("ours, torch.compile")
+    for variant in names:
+        fns[variant] = our_step_fn(cfg, device, amp=False, variant=variant)
+    start = time.perf_counter()
+    times = interleaved(fns, repeats=steps, warmup=1 if name == "paper" else 2,
+                        sync=torch.cuda.synchronize if device.type == "cuda" else None)
+    key = "wall_s" if device.type == "cuda" else "cpu_s"
+    base = times["official-style"][key]
+    rows = [{"config": name, "device": device.type, "batch": b, "step": variant,
+             "wall ms": 1e3 * t["wall_s"], "cpu ms": 1e3 * t["cpu_s"], "pairs/s (wall)": b / t["wall_s"],
+             "official / this": base / t[key]} for variant, t in times.items()]
+    print_table(rows, ["step", "wall ms", "cpu ms", "pairs/s (wall)", "official / this"])
+    target = 3.0 if name == "ci" else 1.5
+    ratio = base / times["ours"][key]
+    verdict = "PASS" if ratio >= target else f"MISS (short by x{target / ratio:.2f})"
+    print(f"ratio official / ours ({key.split('_')[0]} time): x{ratio:.2f}; target >= x{target:g}: {verdict}  "
+          f"[{time.perf_counter() - start:.0f} s for this config]", flush=True)
+    for r in rows:
+        r.update({"target": target, "ratio_key": key})
+    return rows
+
+
+def profile_steps(name: str, device: torch.device, steps: int = 3, rows: int = 12) -> None:
+    """Where the time goes: ``torch.profiler`` tables (self CPU time per op) of our step and of the official-style one."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = CONFIGS[name]
+    for label, fn in (("ours", our_step_fn(cfg, device, amp=False)), ("official-style", official_step_fn(cfg, device))):
+        fn()
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                fn()
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        print(f"\n-- torch.profiler, {label}, {name} config, {steps} steps: self CPU time per op "
+              f"({total / 1e3 / steps:.1f} ms per step under the profiler)")
+        print_table([{"op": e.key, "calls/step": e.count / steps, "ms/step": e.self_cpu_time_total / 1e3 / steps,
+                      "share": f"{100 * e.self_cpu_time_total / total:.1f}%"} for e in events[:rows]])
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per measurement (median reported)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (median reported)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--configs", nargs="+", default=None, help="ci and/or paper (default: ci on CPU, +paper on GPU)")
+    ap.add_argument("--configs", nargs="+", default=None, choices=sorted(CONFIGS),
+                    help="ci and/or paper (default: ci on CPU, ci + paper on GPU)")
+    ap.add_argument("--paper-batch", type=int, default=32, help="batch of the paper config on the CPU (CUDA: 256)")
+    ap.add_argument("--paper-steps", type=int, default=2, help="timed steps per variant at the paper config")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the shared 2-core machine)")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile(model) (slow to compile on CPU)")
+    ap.add_argument("--all-variants", action="store_true", help="every lever also at the paper widths on the CPU")
+    ap.add_argument("--json", default=None, help="also write the rows as JSON to this file (benchmarks/run_all.py)")
+    ap.add_argument("--profile", action="store_true", help="also print torch.profiler tables of both steps (ci)")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(machine_info())
-    print(f"device {device}; median of {args.steps} steps after 2 warm-up steps")
+    info = {"machine": machine_info(), "load_before": load_info(), "steps": args.steps}
+    print(info["machine"])
+    print(f"device {device}; {info['load_before']}; median of {args.steps} (ci) / {args.paper_steps} (paper) "
+          "interleaved steps per variant")
     names = args.configs or (["ci", "paper"] if device.type == "cuda" else ["ci"])
+    rows = []
     for name in names:
-        run(name, device, args.steps)
+        rows += run(name, device, args.steps if name == "ci" else args.paper_steps, args.paper_batch, args.compile,
+                    args.all_variants)
+    if args.profile:
+        profile_steps("ci", device)
+    info["load_after"] = load_info()
+    print(f"done: {info['load_after']}")
     if device.type != "cuda" and "paper" not in names:
-        print("\n(no GPU: the paper configuration is only timed on CUDA; pass --configs ci paper to force it on CPU)")
+        print("\n(the paper configuration is slow on a CPU: pass --configs ci paper to time it)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"info": info, "rows": rows}, indent=1), encoding="utf-8")
     return 0
 
 

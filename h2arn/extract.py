@@ -14,9 +14,16 @@ Differences from the official scripts, on purpose:
 * clouds are batched, on CPU or GPU, with progress bars; both subsets are FPS-downsampled to
   ``--num_points`` (the official S3DIS path feeds whole scenes to a quadratic k-NN);
 * attention masks are stored for text and point tokens;
+* each distinct caption is encoded once, captions are batched by token count, and text and points are
+  encoded at the same time on two threads (both cores of a 2-core machine), each with its progress bar;
+* features are stored packed (valid tokens only, float16, zeros as a bit map: ``h2arn.features``),
+  about 8x smaller than the padded float32 tensors;
 * results are cached: ``manifest.json`` in the output folder holds a fingerprint of the inputs and
   options per subset/split, and a re-run with the same fingerprint does no work;
-* every file is written atomically (temp file + rename).
+* every file is written atomically (temp file + rename), and ``manifest.json`` is the last word: a
+  subset/split is marked as being written before its first file is replaced and gets the size and
+  content hash of every file once all are written, so training refuses a half re-extracted folder
+  (``h2arn.features.check_manifest``).
 
 Python API: :func:`extract` (what the CLI runs), :func:`ensure_features` (notebooks: builds the
 synthetic data, the pretrained encoder and the features when missing) and :func:`link_paths`.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Sequence
 
@@ -40,13 +48,13 @@ from .encoders.pretrain import (DEFAULT_TRAINING, category_of, cpu_threads_for_s
 from .encoders.text import TEXT_ENCODERS, TextEncoderError, canonical_txt_name, load_text_encoder
 from .encoders.tokens import downsample_clouds
 from .encoders.weights import CheckpointError, load_point_encoder, sha256_file, shared_pointnet_path
-from .features import FeatureError, atomic_write_json, write_split
+from .features import (MANIFEST, FeatureError, atomic_write_json, check_manifest, file_record, manifest_mismatches,
+                       write_split)
 from .paths import build_dir
 
 __all__ = ["extract", "ensure_features", "feature_settings", "check_features_match", "link_paths", "ExtractError", "main", "MANIFEST", "PROFILE_SETTINGS"]
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: packed features (valid tokens, float16), deduplicated captions, per-file records
 SUBSET_NAMES = ("Elephant", "S3DIS")
 
 # what ensure_features uses per course profile: the default point encoder is a PointNet pretrained on
@@ -165,35 +173,71 @@ def build_pc_encoder(kind: str, path: Path | None, pc_model: str, num_tokens: in
         torch.manual_seed(0)
         enc = build_point_encoder(pc_model, **{**DEFAULT_CONFIGS.get(pc_model, {}), "num_tokens": num_tokens,
                                                "pooling": pooling})
-        return enc.eval().to(device)
+        return fold_batchnorm_(enc.eval()).to(device)
     enc, _ = load_point_encoder(path, pc_model=pc_model, num_tokens=num_tokens, pooling=pooling)
-    return enc.to(device)
+    return fold_batchnorm_(enc.eval()).to(device)
 
 
-@torch.no_grad()
+def fold_batchnorm_(encoder):
+    """PointNet in eval mode: fold each BatchNorm into the 1x1 convolution / linear layer before it, in place.
+
+    Extraction only runs the frozen encoder, where ``relu(bn(conv(x)))`` equals ``relu(conv'(x))`` with
+    the BatchNorm's affine map folded into ``conv'`` (equal up to float rounding): one pass less over the
+    ``(B, 1024, N)`` per-point activations. Other encoders are returned unchanged.
+    """
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    from .encoders.pointnet import PointNet
+
+    if not isinstance(encoder, PointNet) or encoder.training:
+        return encoder
+    backbone, head = encoder.backbone, encoder.head
+    for i in range(1, 6):      # _Backbone.forward: relu(bn_i(conv_i(x)))
+        setattr(backbone, f"conv{i}", fuse_conv_bn_eval(getattr(backbone, f"conv{i}"), getattr(backbone, f"bn{i}")))
+        setattr(backbone, f"bn{i}", nn.Identity())
+    head.linear1 = fuse_linear_bn_eval(head.linear1, head.bn1)   # _Head.first: relu(bn1(linear1(x)))
+    head.bn1 = nn.Identity()
+    return encoder
+
+
 def encode_clouds(encoder, clouds: Sequence[np.ndarray], num_points: int, batch_size: int = 32,
-                  device="cpu", progress: bool = True, desc: str = "points") -> tuple[torch.Tensor, torch.Tensor]:
+                  device="cpu", progress: bool = True, desc: str = "points", executor=None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Clouds ``[(N_i, C>=6)]`` -> tokens ``(n, T, D)`` float32 and masks ``(n, T)`` on the CPU.
 
     Each cloud is FPS-downsampled to ``num_points`` when larger (deterministic, official start point);
-    clouds are then batched by point count, so no padding point ever enters the encoder.
+    clouds are then batched by point count, so no padding point ever enters the encoder. With an
+    ``executor`` (a thread pool) the batches are encoded by its workers, in any order; the result does
+    not depend on it (every cloud's tokens depend on that cloud only, the encoder is in eval mode).
     """
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    prepared = downsample_clouds([torch.as_tensor(np.asarray(c), dtype=torch.float32).to(device) for c in clouds],
-                                 num_points)
+    with torch.no_grad():
+        prepared = downsample_clouds([torch.as_tensor(np.asarray(c), dtype=torch.float32).to(device) for c in clouds],
+                                     num_points)
     by_size: dict[int, list[int]] = {}
     for i, p in enumerate(prepared):
         by_size.setdefault(p.shape[0], []).append(i)
     tokens: list = [None] * len(prepared)
     masks: list = [None] * len(prepared)
     batches = [ids[s:s + batch_size] for ids in by_size.values() for s in range(0, len(ids), batch_size)]
-    for ids in tqdm(batches, desc=desc, unit="batch", disable=None if progress else True, leave=False):
-        x = torch.stack([prepared[i] for i in ids]).to(encoder.dtype)
-        tok, mask = encoder(x)
-        for j, i in enumerate(ids):
-            tokens[i], masks[i] = tok[j].float().cpu(), mask[j].cpu()
+
+    def encode(ids: list[int]):
+        with torch.no_grad():                     # thread-local: set in the worker that runs the batch
+            x = torch.stack([prepared[i] for i in ids]).to(encoder.dtype)
+            tok, mask = encoder(x)
+            return ids, tok.float().cpu(), mask.cpu()
+
+    results = (executor.submit(encode, ids) for ids in batches) if executor is not None else None
+    with tqdm(total=len(prepared), desc=desc, unit="cloud", disable=None if progress else True, leave=False) as bar:
+        done = as_completed(list(results)) if results is not None else map(encode, batches)
+        for item in done:
+            ids, tok, mask = item.result() if results is not None else item
+            for j, i in enumerate(ids):
+                tokens[i], masks[i] = tok[j], mask[j]
+            bar.update(len(ids))
     return torch.stack(tokens), torch.stack(masks)
 
 
@@ -251,7 +295,7 @@ def extract(base_data_dir, pc_model: str = "PointNet", txt_model: str = "MiniLM"
         key = f"{subset}/{split}"
         fp = fingerprint_files(_split_inputs(root, subset, split), extra=options)
         entry = manifest["entries"].get(key, {})
-        if not force and entry.get("fingerprint") == fp and all((out / f).is_file() for f in entry.get("files", [])):
+        if not force and _is_complete(out, entry, fp):
             summary["skipped"].append(key)
             continue
         records = load_split(root, subset, split)
@@ -261,27 +305,59 @@ def extract(base_data_dir, pc_model: str = "PointNet", txt_model: str = "MiniLM"
             txt_enc = load_text_encoder(txt_model, txt_model_path, device=device, max_length=max_length,
                                         allow_download=allow_download, progress=progress)
             pc_enc = build_pc_encoder(kind, weights, pc_model, num_tokens, pooling, device)
-        captions, links, meta = [], [], []
+        captions, cloud_of, meta = [], [], []
         for j, rec in enumerate(records):
             for k, cap in enumerate(rec.captions):
-                links.append((len(captions), j))
+                cloud_of.append(j)
                 meta.append(_caption_meta(rec, k, cap))
                 captions.append(cap)
-        with cpu_threads_for_small_batches(device):  # see its docstring: shared 2-core machines
-            txt, txt_mask = txt_enc.encode(captions, batch_size=max(batch_size, 32), progress=progress)
-            pc, pc_mask = encode_clouds(pc_enc, [r.points for r in records], num_points, batch_size, device,
-                                        progress, desc=f"{pc_model} {key}")
-        link = write_split(out, subset, split, txt=txt, txt_mask=txt_mask, pc=pc, pc_mask=pc_mask, links=links,
-                           txt_model=txt_model, pc_model=pc_model, meta=meta)
-        files = [link.name, f"{subset}_meta_{split}.json"] + [
+        files = [f"{subset}_link_{split}.json", f"{subset}_meta_{split}.json"] + [
             f"{subset}/{split}/{kind_}_{what}_{name}.pt" for kind_, name in (("txt", txt_model), ("pc", pc_model))
             for what in ("features", "masks")]
-        manifest["entries"][key] = {"fingerprint": fp, "files": files, "options": options,
-                                    "n_texts": len(captions), "n_clouds": len(records),
-                                    "pc_weights": summary["pc_weights"]}
+        # first the manifest says "being written": from here until the end, loading these links is refused
+        manifest["entries"][key] = {"state": "writing", "files": {f: None for f in files}}
         atomic_write_json(manifest, manifest_path, indent=1)
+        with cpu_threads_for_small_batches(device):  # see its docstring: shared 2-core machines
+            (txt, txt_mask, row), (pc, pc_mask) = _encode_split(
+                txt_enc, pc_enc, captions, [r.points for r in records], num_points, batch_size, device, progress,
+                f"{pc_model} {key}")
+        write_split(out, subset, split, txt=txt, txt_mask=txt_mask, pc=pc, pc_mask=pc_mask,
+                    links=list(zip(row, cloud_of)), txt_model=txt_model, pc_model=pc_model, meta=meta, packed=True)
+        manifest["entries"][key] = {"state": "complete", "fingerprint": fp,
+                                    "files": {f: file_record(out / f) for f in files}, "options": options,
+                                    "n_texts": len(captions), "n_distinct_texts": int(txt.shape[0]),
+                                    "n_clouds": len(records), "pc_weights": summary["pc_weights"]}
+        atomic_write_json(manifest, manifest_path, indent=1)   # written last
         summary["written"].append(key)
     return summary
+
+
+def _is_complete(out: Path, entry: dict, fingerprint: str) -> bool:
+    """The cached subset/split is complete, for the same inputs, and its files are the ones it recorded."""
+    files = entry.get("files")
+    return (entry.get("state") == "complete" and entry.get("fingerprint") == fingerprint and isinstance(files, dict)
+            and not manifest_mismatches(out, files))
+
+
+def _encode_split(txt_enc, pc_enc, captions: list[str], clouds: list, num_points: int, batch_size: int, device,
+                  progress: bool, desc: str):
+    """``((txt, txt_mask, row), (pc, pc_mask))``: distinct captions and clouds, encoded concurrently.
+
+    On the CPU two worker threads share the work: one starts on the captions, the other on the
+    cloud batches, and the first joins the cloud batches when the captions are done. With one torch
+    thread each (``cpu_threads_for_small_batches``) they use both cores of a 2-core machine without
+    the oversubscription of two thread pools. Errors of either side are raised here.
+    """
+    def text():
+        return txt_enc.encode_unique(captions, batch_size=max(batch_size, 32), progress=progress)
+
+    if torch.device(device).type != "cpu":
+        return text(), encode_clouds(pc_enc, clouds, num_points, batch_size, device, progress, desc=desc)
+    workers = max(1, min(2, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="h2arn-extract") as pool:
+        text_job = pool.submit(text)
+        points = encode_clouds(pc_enc, clouds, num_points, batch_size, device, progress, desc=desc, executor=pool)
+        return text_job.result(), points
 
 
 def _read_manifest(path: Path) -> dict:
@@ -322,6 +398,9 @@ def feature_settings(links: Sequence[str | os.PathLike]) -> dict | None:
         subset, _, split = stem.partition("_link_")
         entry = manifest["entries"].get(f"{subset}/{split}")
         if not entry:
+            return None
+        if "options" not in entry:   # still being written (a crash mid-extraction): the manifest check names it
+            check_manifest(link)
             return None
         o = entry["options"]
         found.append({"pc_model": o["pc_model"], "pc_weights_sha256": o["pc_weights"],

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from h2arn import lorentz as L
+from h2arn.attention import encoder_layer_forward
 from h2arn.aggregation import GEOMETRIES, LIFTS, MODES, ContributionAggregator, bounded_exp
 
 __all__ = ["ModelConfig", "LossConfig", "H2ARN", "ModalityEncoder", "float32_geometry"]
@@ -157,7 +158,8 @@ class ModalityEncoder(nn.Module):
     """Input projection + Pre-LN transformer stack for one modality: ``(B, L, D_in)`` -> ``(B, L, d_model)``.
 
     Layers are kept in a ModuleList (not ``nn.TransformerEncoder``) so no nested-tensor fast path
-    rewrites padded positions; padded outputs are ignored downstream anyway.
+    rewrites padded positions; padded outputs are ignored downstream anyway. Each layer runs through
+    :func:`h2arn.attention.encoder_layer_forward` (same parameters, one SDPA call with the boolean mask).
     """
 
     def __init__(self, d_in: int, d_model: int, nhead: int, num_layers: int, dim_feedforward: int,
@@ -172,12 +174,14 @@ class ModalityEncoder(nn.Module):
 
     def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """tokens ``(B, L, D_in)``, mask ``(B, L)`` bool (True = valid) -> ``(B, L, d_model)``."""
-        # zero padded inputs: NaN/inf garbage there would leak through 0-weight attention (0 * NaN = NaN)
-        x = torch.where(mask.unsqueeze(-1), tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
+        if bool(mask.all()):   # no padding (cloud tokens): no mask, no copy (one host sync, cheap next to a layer)
+            valid, x = None, tokens
+        else:  # zero padded inputs: NaN/inf garbage there would leak through 0-weight attention (0 * NaN = NaN)
+            valid = mask
+            x = torch.where(mask.unsqueeze(-1), tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
         x = self.input_proj(x)
-        padding = ~mask
         for layer in self.layers:
-            x = layer(x, src_key_padding_mask=padding)
+            x = encoder_layer_forward(layer, x, valid)   # = layer(x, src_key_padding_mask=~mask), one SDPA call
         return x
 
 

@@ -1,5 +1,6 @@
 """Feature extraction: CLI error paths, output layout (read back through h2arn.features), caching,
-atomic writes, deterministic FPS and the pretrain-on-the-dataset default."""
+atomic writes, the manifest check after an interrupted re-extraction, deterministic FPS and the
+pretrain-on-the-dataset default."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from h2arn import extract as ex
-from h2arn.features import load_feature_splits
+from h2arn.features import FeatureError, load_feature_splits, read_tokens
 
 
 def write_dataset(root: Path, n_points: int = 96, cols: int = 6, splits=("train", "test")) -> Path:
@@ -66,7 +67,13 @@ def test_layout_links_and_meta(tmp_path, tiny_bert):
     summary = run(root, tmp_path / "feat", tiny_bert)
     assert sorted(summary["written"]) == ["Elephant/test", "Elephant/train", "S3DIS/test", "S3DIS/train"]
     split = load_feature_splits(ex.link_paths(tmp_path / "feat", "train"))
-    assert split.txt.shape == (9, 77, 16) and split.txt_mask.dtype == torch.bool
+    longest = max(len(ex.load_text_encoder("BERT", tiny_bert).tokenizer(c)["input_ids"])
+                  for c in ("a sphere", "a small sphere shape", "a plate", "a small plate shape", "an office"))
+    assert split.txt.shape == (9, longest, 16) and split.txt_mask.dtype == torch.bool   # trimmed to the longest
+    assert split.txt_mask.sum(1).tolist()[:2] == [4, 6]          # [CLS] a sphere [SEP] / [CLS] a small ... [SEP]
+    rows = [r[0][1] for r in json.loads((tmp_path / "feat" / "Elephant_link_train.json").read_text())]
+    assert rows == [0, 1, 2, 3, 0, 1, 2, 3]                       # each distinct caption stored once
+    assert torch.equal(split.txt[0], split.txt[4])
     assert split.pc.shape == (5, 8, 512) and split.pc_mask.all()
     assert split.txt_to_pc.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4]
     assert split.meta[0]["caption"] == "a sphere" and split.meta[0]["category"] == "sphere"
@@ -99,7 +106,7 @@ def test_interrupted_write_leaves_no_partial_files(tmp_path, tiny_bert, monkeypa
     root = write_dataset(tmp_path / "ds")
     out = tmp_path / "feat"
     run(root, out, tiny_bert)
-    before = torch.load(out / "Elephant" / "train" / "pc_features_PointNet.pt", weights_only=True)
+    before = read_tokens(out / "Elephant" / "train" / "pc_features_PointNet.pt")
     import h2arn.features as F
 
     real_save, calls = torch.save, {"n": 0}
@@ -116,19 +123,64 @@ def test_interrupted_write_leaves_no_partial_files(tmp_path, tiny_bert, monkeypa
         run(root, out, tiny_bert, num_tokens=4, pc_weights="random")
     monkeypatch.undo()
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
-    after = torch.load(out / "Elephant" / "train" / "pc_features_PointNet.pt", weights_only=True)
-    assert torch.equal(before, after)  # the old complete file is intact
+    after = read_tokens(out / "Elephant" / "train" / "pc_features_PointNet.pt")
+    assert all(torch.equal(b, a) for b, a in zip(before, after))  # the old complete file is intact
     # the interrupted split is not recorded as done, so the next run redoes it
     assert "Elephant/train" in run(root, out, tiny_bert, num_tokens=4)["written"]
+
+
+def test_crash_during_re_extraction_is_refused_at_load(tmp_path, tiny_bert, monkeypatch):
+    """Issue 13 item 3: new text features beside old links must never be accepted by training."""
+    from h2arn import train as T
+
+    root = write_dataset(tmp_path / "ds")
+    out = tmp_path / "feat"
+    run(root, out, tiny_bert)
+    link = out / "Elephant_link_train.json"
+    old_links = link.read_bytes()
+    load_feature_splits([link])                                    # complete: loads
+    caps = root / "Elephant" / "Elephant_caption_train.json"       # new captions (in another order)
+    data = json.loads(caps.read_text())
+    data["result"] = {k: list(reversed(v)) + ["a new caption"] for k, v in reversed(list(data["result"].items()))}
+    caps.write_text(json.dumps(data))
+    import h2arn.features as F
+
+    real_save = F.atomic_save
+
+    def crash_after_text(obj, path, *a, **k):
+        real_save(obj, path, *a, **k)
+        if Path(path).name.startswith("txt_masks_"):               # new text features and masks written ...
+            raise KeyboardInterrupt("killed")                      # ... then the process dies
+
+    monkeypatch.setattr(F, "atomic_save", crash_after_text)
+    with pytest.raises(KeyboardInterrupt):
+        run(root, out, tiny_bert, splits=("train",))
+    monkeypatch.undo()
+    assert link.read_bytes() == old_links                          # the old links are still there
+    with pytest.raises(FeatureError, match="did not finish"):
+        load_feature_splits([link])
+    rc = T.main(["--train_link", str(link), "--val_link", str(out / "Elephant_link_test.json"), "--num_epochs", "1",
+                 "--d_model", "8", "--nhead", "2", "--num_layers", "1", "--run_dir", str(tmp_path / "r"),
+                 "--device", "cpu", "--quiet"])
+    assert rc == 2                                                 # training refuses it, with one line
+    # a manifest that says complete but files changed afterwards (e.g. copied over by hand) is refused too
+    assert "Elephant/train" in run(root, out, tiny_bert, splits=("train",))["written"]
+    split = load_feature_splits([link])                            # the finished re-extraction loads
+    assert split.num_texts == 12 and "a new caption" in {m["caption"] for m in split.meta}
+    txt_file = out / "Elephant" / "train" / "txt_features_BERT.pt"
+    feats, mask = read_tokens(txt_file)
+    F.atomic_save(F.pack_tokens(feats.flip(0), mask.flip(0)), txt_file)
+    with pytest.raises(FeatureError, match="no longer match"):
+        load_feature_splits([link])
 
 
 def test_fps_downsampling_is_deterministic(tmp_path, tiny_bert):
     root = write_dataset(tmp_path / "ds", n_points=200)
     a = run(root, tmp_path / "a", tiny_bert, splits=("train",))["output_dir"]
     b = run(root, tmp_path / "b", tiny_bert, splits=("train",))["output_dir"]
-    fa = torch.load(a / "Elephant" / "train" / "pc_features_PointNet.pt", weights_only=True)
-    fb = torch.load(b / "Elephant" / "train" / "pc_features_PointNet.pt", weights_only=True)
-    assert torch.equal(fa, fb)
+    fa = read_tokens(a / "Elephant" / "train" / "pc_features_PointNet.pt")
+    fb = read_tokens(b / "Elephant" / "train" / "pc_features_PointNet.pt")
+    assert all(torch.equal(x, y) for x, y in zip(fa, fb))
 
 
 def test_pretrained_default_and_subset_folder(tmp_path, tiny_bert, monkeypatch):
@@ -168,3 +220,23 @@ def test_cli_unknown_split_and_bad_weights(tmp_path, capsys):
 def test_link_paths_error(tmp_path):
     with pytest.raises(Exception, match="no link file"):
         ex.link_paths(tmp_path, "train")
+
+
+def test_folding_batchnorm_keeps_the_tokens():
+    import copy
+
+    from h2arn.encoders import build_point_encoder
+
+    torch.manual_seed(0)
+    enc = build_point_encoder("PointNet", channels="xyz", emb_dims=32, num_tokens=8).eval()
+    for m in enc.modules():                       # non-trivial statistics, as after pretraining
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    folded = ex.fold_batchnorm_(copy.deepcopy(enc))
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in folded.modules())
+    x = torch.rand(3, 64, 6)
+    with torch.no_grad():
+        (a, ma), (b, mb) = enc(x), folded(x)
+    assert torch.equal(ma, mb) and torch.allclose(a, b, atol=1e-5)

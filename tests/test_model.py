@@ -301,3 +301,23 @@ def test_a_few_steps_reduce_the_loss():
         model.project_parameters_()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_sdpa_layer_path_matches_the_transformer_layer():
+    """h2arn.attention: same outputs and gradients as nn.TransformerEncoderLayer with the padding mask."""
+    from h2arn.attention import encoder_layer_forward
+
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True, norm_first=True)
+    x = torch.randn(3, 6, 16, requires_grad=True)
+    valid = torch.ones(3, 6, dtype=torch.bool)
+    valid[1, 4:] = False
+    valid[2, 1:] = False
+    for mask in (valid, None):
+        ref = layer(x, src_key_padding_mask=None if mask is None else ~mask)
+        out = encoder_layer_forward(layer, x, mask)
+        keep = torch.ones(3, 6, dtype=torch.bool) if mask is None else mask
+        assert torch.allclose(out[keep], ref[keep], atol=1e-5)
+        g_ref = torch.autograd.grad(ref[keep].square().sum(), x)[0]
+        g_out = torch.autograd.grad(out[keep].square().sum(), x)[0]
+        assert torch.allclose(g_out, g_ref, atol=1e-5)

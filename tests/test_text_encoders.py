@@ -111,3 +111,22 @@ def test_missing_local_folder(tmp_path):
         load_text_encoder("BERT", tmp_path / "save" / "BERT")
     with pytest.raises(ValueError, match="unknown text encoder"):
         load_text_encoder("GPT")
+
+
+def test_length_batched_and_deduplicated_encoding_matches_padding_every_caption(minilm):
+    """Issue 15: sorting by length, padding to the batch's longest and encoding each distinct caption once
+    gives the tokens of the official per-caption padding to 77 (valid positions; padding is masked)."""
+    caps = ["a chair", "a wooden chair with four legs and a tall back", "a chair", "an office", "a table",
+            "a long corridor with doors on both sides and a window at the far end", "an office", "a chair"]
+    feats, mask = minilm.encode(caps, batch_size=3, progress=False)
+    unique, umask, row = minilm.encode_unique(caps, batch_size=3, progress=False)
+    assert unique.shape[0] == 5 and row == [0, 1, 0, 2, 3, 4, 2, 0]
+    assert torch.equal(umask[row], mask) and torch.allclose(unique[row], feats, atol=1e-5)
+    assert torch.equal(unique[row][0], unique[row][2])            # identical strings, identical tokens
+    with torch.no_grad():                                          # the reference: every caption padded to 77
+        batch = minilm.tokenizer(caps, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+        ref = minilm.model(**batch).last_hidden_state
+    ref_mask = batch["attention_mask"].bool()
+    assert torch.equal(mask, ref_mask)
+    assert torch.allclose(feats[mask], ref[ref_mask], atol=1e-4)
+    assert not feats[~mask].any()                                  # padded positions are zeros

@@ -1,8 +1,16 @@
 """Text encoders through ``transformers``: CLIP text tower, BERT, and the offline MiniLM default.
 
-Token-level output as the paper uses: each caption is tokenised alone with ``padding="max_length"``,
-``truncation=True``, ``max_length=77`` and the encoder's ``last_hidden_state`` is kept, ``(L, D)``.
+Token-level output as the paper uses: each caption is tokenised with ``truncation=True``,
+``max_length=77`` and the encoder's ``last_hidden_state`` is kept, ``(L, D)`` with ``L = 77``.
 Unlike the official code we also return the attention mask, so later stages can ignore padding.
+
+Throughput (issue 15): captions are sorted by token count and batched with others of about the same
+length, padded only to the longest in the batch (the official code pads every caption to 77, and
+captions use ~10 positions), and :meth:`TextEncoder.encode_unique` encodes each distinct caption
+once (level-0/1 captions repeat a lot). Valid positions get the same hidden states as with
+``padding="max_length"`` (the padding is masked in attention and positions are absolute; equal up to
+float rounding, tests/test_text_encoders.py); padded positions hold zeros instead of the hidden state
+the model computes for a pad token, which nothing reads (they are masked everywhere downstream).
 
 * ``CLIP``: ``CLIPTokenizer`` + ``CLIPTextModel`` (a saved full ``CLIPModel`` folder also loads: its
   text tower is read, the vision weights are ignored). Default hub id ``openai/clip-vit-base-patch32``
@@ -78,23 +86,49 @@ class TextEncoder:
 
     @torch.no_grad()
     def encode(self, captions: Sequence[str], batch_size: int = 64, progress: bool = True) -> tuple[Tensor, Tensor]:
-        """Tokenise (pad to ``max_length``, truncate) and return the last hidden state of every position."""
+        """Tokenise (truncate to ``max_length``) and return the last hidden state of every position.
+
+        ``(features (N, max_length, D) float32, mask (N, max_length) bool)``, rows in the order of
+        ``captions``; batches group captions of similar length (see the module docstring).
+        """
         from tqdm.auto import tqdm
 
         captions = [str(c) for c in captions]
-        feats, masks = [], []
-        starts = range(0, len(captions), batch_size)
-        for s in tqdm(starts, desc=f"text {self.name}", disable=None if progress else True, leave=False):
-            batch = self.tokenizer(captions[s:s + batch_size], padding="max_length", truncation=True,
-                                   max_length=self.max_length, return_tensors="pt")
-            batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
-                                                                              "token_type_ids")}
-            out = self.model(**batch).last_hidden_state
-            feats.append(out.float().cpu())
-            masks.append(batch["attention_mask"].bool().cpu())
-        if not feats:
-            return torch.zeros(0, self.max_length, self.dim), torch.zeros(0, self.max_length, dtype=torch.bool)
-        return torch.cat(feats), torch.cat(masks)
+        n = len(captions)
+        feats = torch.zeros(n, self.max_length, self.dim)
+        masks = torch.zeros(n, self.max_length, dtype=torch.bool)
+        if not n:
+            return feats, masks
+        ids = self.tokenizer(captions, truncation=True, max_length=self.max_length)["input_ids"]
+        order = sorted(range(n), key=lambda i: (len(ids[i]), i))
+        batches = [order[s:s + batch_size] for s in range(0, n, batch_size)]
+        with tqdm(total=n, desc=f"text {self.name}", unit="caption", disable=None if progress else True,
+                  leave=False) as bar:
+            for rows in batches:
+                batch = self.tokenizer([captions[i] for i in rows], padding="longest", truncation=True,
+                                       max_length=self.max_length, return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
+                                                                                  "token_type_ids")}
+                out = self.model(**batch).last_hidden_state.float().cpu()
+                mask = batch["attention_mask"].bool().cpu()
+                length = out.shape[1]
+                index = torch.tensor(rows)
+                feats[index, :length] = out * mask.unsqueeze(-1)
+                masks[index, :length] = mask
+                bar.update(len(rows))
+        return feats, masks
+
+    def encode_unique(self, captions: Sequence[str], batch_size: int = 64, progress: bool = True
+                      ) -> tuple[Tensor, Tensor, list[int]]:
+        """Encode each distinct caption once: ``(features (U, L, D), mask (U, L), row)``, ``row[k]`` = caption k's row.
+
+        ``features[row]`` equals :meth:`encode` of every caption up to float rounding (identical
+        strings get identical tokens), at the cost of the distinct captions only.
+        """
+        first: dict[str, int] = {}
+        row = [first.setdefault(str(c), len(first)) for c in captions]
+        feats, mask = self.encode(list(first), batch_size=batch_size, progress=progress)
+        return feats, mask, row
 
     def sentence_embeddings(self, captions: Sequence[str], batch_size: int = 64) -> Tensor:
         """Masked mean-pooled, L2-normalised embeddings ``(N, D)`` (sanity checks, nearest neighbours)."""
