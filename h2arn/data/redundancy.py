@@ -43,10 +43,14 @@ def duplicate_points(xyz, rgb, pid, m: int, rng: np.random.Generator):
 
 
 def support_points(xyz, m: int, rng: np.random.Generator):
-    """A floor/plinth patch under the object: flat square at its lowest point, dull colour."""
+    """A floor/plinth patch under the object: a flat square at its lowest point, dull colour.
+
+    Its size is drawn independently of the object (half-width 0.35-0.6 in unit-sphere units), so it says
+    nothing about the class; it sits under the object's centre.
+    """
     lo = xyz.min(0)
     hi = xyz.max(0)
-    half = 0.6 * max(hi[0] - lo[0], hi[2] - lo[2]) + 0.1
+    half = rng.uniform(0.35, 0.6)
     cx, cz = (lo[0] + hi[0]) / 2, (lo[2] + hi[2]) / 2
     u = rng.uniform(-half, half, size=(m, 2))
     pts = np.stack([cx + u[:, 0], np.full(m, lo[1] - 0.01), cz + u[:, 1]], axis=1)
@@ -56,11 +60,15 @@ def support_points(xyz, m: int, rng: np.random.Generator):
     return pts, col
 
 
-def clutter_points(xyz, m: int, rng: np.random.Generator):
-    """One to three small Gaussian blobs with random colours, placed around the object."""
+def clutter_points(xyz, m: int, rng: np.random.Generator, radius: float | None = None):
+    """One to three small Gaussian blobs with random colours, placed around the object on its floor level.
+
+    ``radius`` (default 0.8, the unit sphere of a normalised object; rooms pass their own extent) sets how
+    far out they sit, independently of the object's shape.
+    """
     lo, hi = xyz.min(0), xyz.max(0)
     centre = (lo + hi) / 2
-    radius = float(np.linalg.norm(hi - lo)) / 2
+    radius = float(radius) if radius is not None else 0.8
     k = int(rng.integers(1, 4))
     counts = allocate(np.ones(k), m)
     pts, col = [], []
@@ -75,7 +83,7 @@ def clutter_points(xyz, m: int, rng: np.random.Generator):
 
 def add_redundancy(xyz, rgb, pid, n_redundant: int, rng: np.random.Generator,
                    mix: Tuple[float, float, float] | None = None):
-    """Append ``n_redundant`` flagged points to an object cloud.
+    """Append ``n_redundant`` flagged points to an object cloud (already normalised: nothing is rescaled).
 
     xyz, rgb ``(n,3)``, pid ``(n,)`` -> xyz, rgb ``(n+m,3)``, pid ``(n+m,)`` (-1 for support/clutter),
     flag ``(n+m,)``. ``mix`` = share of (duplicate, support, clutter); random when ``None``.
