@@ -106,3 +106,56 @@ def add_redundancy(xyz, rgb, pid, n_redundant: int, rng: np.random.Generator,
         out_xyz.append(p); out_rgb.append(c); out_pid.append(np.full(m_clu, -1)); out_flag.append(np.full(m_clu, 3))
     return (np.concatenate(out_xyz), np.concatenate(out_rgb), np.concatenate(out_pid),
             np.concatenate(out_flag).astype(np.int64))
+
+
+# --------------------------------------------------------------------------- per-token redundancy
+
+# encoders whose tokens are pooled from the *input* points (PointNet++ pools its own level-2 centres)
+TOKENS_ON_INPUT_POINTS = ("PointNet", "DGCNN")
+
+
+def token_redundancy(points, flags, num_points: int, num_tokens: int = 100, pooling: str = "spatial"):
+    """Share of flagged points behind each cloud token, exactly as extraction tokenises the cloud.
+
+    ``points (N, C>=3)``, ``flags (N,)`` (``redundant_flag``: > 0 = redundant) -> ``(num_tokens,)`` float32 in
+    0..1, NaN for a token that no point feeds (masked out by the encoder). It repeats the encoder's steps: FPS
+    downsampling to ``num_points`` (deterministic, so the same points), then ``"spatial"`` pooling (FPS
+    centroids, nearest-centroid groups: a token's share is its group's) or ``"index"`` pooling
+    (``AdaptiveMaxPool1d`` windows over the point axis). Used for the RISD oracle (drop tokens with share > 0.5)
+    and to check the premise: with spatial tokens the share of redundant *tokens* should be close to the share
+    of redundant *points*; with index tokens every token mixes points from the whole cloud.
+    """
+    import torch
+
+    from ..encoders.tokens import farthest_point_sample, fps_downsample, gather_points
+
+    pts = torch.as_tensor(np.asarray(points), dtype=torch.float32)
+    flag = torch.as_tensor(np.asarray(flags) > 0, dtype=torch.float32)
+    table = fps_downsample(torch.cat([pts[:, :3], flag[:, None]], 1), num_points)
+    xyz, red = table[:, :3], table[:, 3]
+    n = len(xyz)
+    out = torch.full((num_tokens,), float("nan"))
+    if pooling == "index":
+        for k in range(num_tokens):  # AdaptiveMaxPool1d window k: [floor(k n / T), ceil((k + 1) n / T))
+            lo, hi = (k * n) // num_tokens, -(-((k + 1) * n) // num_tokens)
+            out[k] = red[lo:hi].mean()
+        return out.numpy()
+    if pooling != "spatial":
+        raise ValueError(f"unknown token pooling {pooling!r}; choose 'spatial' or 'index'")
+    t_real = min(num_tokens, n)
+    centre_idx = farthest_point_sample(xyz[None], t_real)
+    centres = gather_points(xyz[None], centre_idx)[0]
+    assign = torch.cdist(xyz, centres).argmin(-1)
+    assign[centre_idx[0]] = torch.arange(t_real)
+    counts = torch.bincount(assign, minlength=num_tokens).float()
+    sums = torch.zeros(num_tokens).index_add_(0, assign, red)
+    share = sums / counts.clamp_min(1)
+    return torch.where(counts > 0, share, out).numpy()
+
+
+def token_redundancy_path(feature_dir, subset: str, split: str, pc_model: str):
+    """Where extraction writes the ``(N_pc, T)`` per-token redundancy shares of one split (same cloud order as
+    ``pc_features_<PC>.pt``); absent for data without ``redundant_flag`` (real T3DR-HIT v2)."""
+    from pathlib import Path
+
+    return Path(feature_dir) / subset / split / f"pc_redundancy_{pc_model}.pt"
