@@ -2,10 +2,12 @@
 
 T3DR-HIT v2 is only on Baidu Netdisk, so the course ships a generator of a benchmark with the same
 two halves and on-disk layout (``Elephant/`` artefacts, ``S3DIS/`` rooms; see CONTRIBUTING.md)
-plus what the real data lacks: a taxonomy, a specificity level per caption, part ids and
-redundancy flags per point (``metadata.json`` and the two extra point columns).
+plus what the real data lacks and H2ARN's claims are about (benchmark v4, see data/README.md): a 54-leaf
+is-a taxonomy four levels deep, one caption per level with its target (which shapes it describes) and
+duplicate groups, several shapes per leaf in every split, part ids and redundancy flags per point
+(``metadata.json`` and the two extra point columns), and the study knobs of :class:`Knobs`.
 
-Determinism: every shape draws from its own ``numpy`` generator seeded by ``(seed, subset, index)``,
+Determinism: every shape draws from its own ``numpy`` generators seeded by ``(seed, subset, leaf, split, j)``,
 numbers are written with fixed formats and JSON with sorted keys, so the same seed gives the same
 bytes. Writing is atomic: everything goes to a temporary sibling folder that is renamed into place
 at the end, so an interrupted run never leaves a dataset that looks complete.
