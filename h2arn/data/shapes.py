@@ -245,15 +245,16 @@ def _choice(rng, options):
     return options[int(rng.integers(len(options)))]
 
 
-def _handle_pair(spec, y_low, y_high, r_attach, color, count, phrase):
-    """``count`` C-shaped handles on the sides of a body of revolution between two heights."""
+def _handle_pair(spec, y_low, y_high, r_attach, color, count, phrase, thickness: float = 0.16):
+    """``count`` C-shaped handles on the sides of a body of revolution between two heights (``thickness``:
+    tube radius relative to the handle's radius)."""
     radius = (y_high - y_low) / 2
     ymid = (y_low + y_high) / 2
     for k in range(count):
         ang = np.pi * k if count == 2 else 0.0
         e1 = np.array([np.cos(ang), 0.0, np.sin(ang)])
         spec.add("handle", torus_arc(np.array([r_attach * np.cos(ang), ymid, r_attach * np.sin(ang)]),
-                                     radius, radius * 0.16, e1, [0, 1, 0], -np.pi / 2, np.pi / 2),
+                                     radius, radius * thickness, e1, [0, 1, 0], -np.pi / 2, np.pi / 2),
                  color, phrase if k == 0 else None)
 
 
@@ -352,10 +353,12 @@ def build_cup(rng, leaf="mug"):
     y0 = 0.0 if mug else 0.06
     spec.add("wall", lathe([y0, y0 + H], [r * taper, r]), color, "straight sides" if mug else "flaring sides")
     spec.add("inside", lathe([y0 + 0.05 * H, y0 + H], [r * taper * 0.9, r * 0.94]), color)
+    spec.add("rim", disk(y0 + H, r, inner=r * 0.94), color)  # the lip and the inner floor: a mesh has both
+    spec.add("inner_bottom", disk(y0 + 0.05 * H, r * taper * 0.9), color)
     spec.add("bottom", disk(y0, r * taper), color, "a flat bottom" if mug else None)
     hr = 0.7 if mug else 0.4
     _handle_pair(spec, y0 + (0.5 - hr / 2) * H, y0 + (0.5 + hr / 2) * H, r * (0.97 if mug else 0.85), color, 1,
-                 "a handle on one side" if mug else "a small curved handle")
+                 "a handle on one side" if mug else "a small curved handle", thickness=0.28 if mug else 0.16)
     if not mug:
         spec.add("saucer", disk(0.02, r * 1.5), color, "a saucer underneath")
         spec.add("saucer_rim", lathe([0.02, 0.06], [r * 1.5, r * 1.6]), color)
