@@ -870,7 +870,7 @@ CATEGORY_BUILDERS: Dict[str, Callable] = {
 
 # ShapeNet stores objects facing -z (chair backs, toilet cisterns and aeroplane tails at +z, piano keyboards
 # and rifle muzzles at -z; measured on ../shared/data/real_shapes_dev). The builders above were written facing
-# +z, so these are mirrored in z; a mug's handle points along z in ShapeNet, so cups swap x and z.
+# +z, so these are mirrored in z; a mug's handle points to -z in ShapeNet, so cups turn a quarter about y.
 MIRROR_Z = frozenset({"chair", "toilet", "piano", "airplane", "rifle", "bench"})
 SWAP_XZ = frozenset({"cup"})
 
@@ -890,7 +890,7 @@ def build_leaf(leaf: str, rng: np.random.Generator) -> ShapeSpec:
     if category in MIRROR_Z:
         return _transformed(spec, np.diag([1.0, 1.0, -1.0]))
     if category in SWAP_XZ:
-        return _transformed(spec, np.array([[0.0, 0, 1], [0, 1, 0], [1, 0, 0]]))
+        return _transformed(spec, np.array([[0.0, 0, -1], [0, 1, 0], [1, 0, 0]]))  # handle from +x to -z
     return spec
 
 
