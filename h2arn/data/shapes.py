@@ -712,6 +712,16 @@ def build_piano(rng, leaf="grand piano"):
         outline = np.array([[W / 2 - 0.0, L / 2]] + [[right[k], L / 2 - zs[k] * L] for k in range(12)] +
                            [[-W / 2, -L / 2], [-W / 2, L / 2]])
         spec.add("case", _prism(outline, leg_h, leg_h + case_h), color, "a curved wooden case")
+        top = leg_h + case_h
+        lid = _choice(rng, ["open", "open", "closed"])  # ShapeNet's grands mostly have the lid propped open
+        spec.attributes["lid"] = lid
+        if lid == "open":  # hinged along the straight side (-x), propped up on the curved side
+            rise = rng.uniform(0.3, 0.45)
+            spec.add("lid", _plane_quad([-W / 2, top + 0.02, L / 2 - 0.25], [W / 2, top + rise, L / 2 - 0.25],
+                                        [-W / 2, top + 0.02, -L / 2]), color, "a raised lid")
+        spec.add("music_stand", _plane_quad([-W * 0.25, top, L / 2 - 0.12], [W * 0.25, top, L / 2 - 0.12],
+                                            [-W * 0.25, top + 0.22, L / 2 - 0.22]), color)
+        spec.add("pedals", box([0, leg_h * 0.45, L / 2 - 0.1], [0.14, leg_h * 0.9, 0.06]), color, "a pedal lyre")
         for i, (x, z) in enumerate([(-W / 2 + 0.1, L / 2 - 0.15), (W / 2 - 0.1, L / 2 - 0.15), (-W * 0.1, -L / 2 + 0.25)]):
             spec.add("leg", tube([x, 0, z], [x, leg_h, z], 0.05), color, "three legs" if i == 0 else None)
         spec.add("keys", box([0, leg_h + 0.05, L / 2 + 0.12], [W * 0.95, 0.04, 0.22]), "white", "a keyboard at the front")
