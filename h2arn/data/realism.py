@@ -12,7 +12,8 @@ land near real clouds of the same class. The report (``python -m h2arn.data real
   (chance 1/40), per category.
 
 Both clouds are normalised the same way (:func:`h2arn.data.shapes.normalize_unit_sphere`, y up, xyz only:
-the checkpoint uses no colour). Nothing here trains on the real clouds; they are only read. When the shared
+the checkpoint uses no colour). Nothing here trains on the real clouds; they are only read. They did inform the
+design of the generated shapes (orientation, parts), so the agreement measured on them is optimistic. When the shared
 checkpoint or the real clouds are absent the report says so and exits 0 (it is informational, not a test).
 """
 from __future__ import annotations
