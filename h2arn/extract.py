@@ -126,9 +126,12 @@ def _caption_meta(record, k: int, caption: str) -> dict:
     out = {"caption": caption, "shape": record.name, "subset": record.subset, "caption_index": k,
            "category": meta.get("category") or category_of(record), "super_category": meta.get("super_category"),
            "level": int(levels[k]) if levels is not None and k < len(levels) else None}
-    for key in ("attributes", "redundant_fraction"):
+    for key in ("attributes", "redundant_fraction", "leaf", "mid_category", "taxonomy_path"):
         if key in meta:
             out[key] = meta[key]
+    for key, per_caption in (("caption_group", "caption_groups"), ("target", "caption_targets")):
+        if k < len(meta.get(per_caption) or ()):  # benchmark v4: identical-caption group, what the caption names
+            out[key] = meta[per_caption][k]
     return out
 
 
@@ -323,6 +326,7 @@ def extract(base_data_dir, pc_model: str = "PointNet", txt_model: str = "MiniLM"
                 f"{pc_model} {key}")
         write_split(out, subset, split, txt=txt, txt_mask=txt_mask, pc=pc, pc_mask=pc_mask,
                     links=list(zip(row, cloud_of)), txt_model=txt_model, pc_model=pc_model, meta=meta, packed=True)
+        files += _write_token_redundancy(out, subset, split, records, pc_model, num_points, num_tokens, pooling)
         manifest["entries"][key] = {"state": "complete", "fingerprint": fp,
                                     "files": {f: file_record(out / f) for f in files}, "options": options,
                                     "n_texts": len(captions), "n_distinct_texts": int(txt.shape[0]),
@@ -358,6 +362,23 @@ def _encode_split(txt_enc, pc_enc, captions: list[str], clouds: list, num_points
         text_job = pool.submit(text)
         points = encode_clouds(pc_enc, clouds, num_points, batch_size, device, progress, desc=desc, executor=pool)
         return text_job.result(), points
+
+
+def _write_token_redundancy(out: Path, subset: str, split: str, records, pc_model: str, num_points: int,
+                            num_tokens: int, pooling: str) -> list[str]:
+    """Per-token share of flagged points (RISD oracle), when the clouds carry ``redundant_flag`` and the
+    encoder pools tokens from its input points. Returns the written file names (relative to ``out``)."""
+    from .data.redundancy import TOKENS_ON_INPUT_POINTS, token_redundancy, token_redundancy_path
+    from .features import atomic_save
+
+    if pc_model not in TOKENS_ON_INPUT_POINTS or not all(
+            r.extra is not None and r.extra.shape[1] >= 2 and "redundant_fraction" in (r.meta or {}) for r in records):
+        return []
+    shares = torch.stack([torch.as_tensor(token_redundancy(r.points, r.extra[:, 1], num_points, num_tokens, pooling))
+                          for r in records])
+    path = token_redundancy_path(out, subset, split, pc_model)
+    atomic_save(shares, path)
+    return [path.relative_to(out).as_posix()]
 
 
 def _read_manifest(path: Path) -> dict:
