@@ -1,8 +1,22 @@
 r"""Evaluation: embedding a split once, every retrieval metric, and a trained run's test numbers.
 
 Change how a metric is computed here and nowhere else. Contents: the official protocol's recalls
-(:func:`retrieval_metrics`), embedding of a split (:func:`embed_split`, :func:`evaluate_split`), and
+(:func:`retrieval_metrics`), the hierarchy-aware metrics with their chance levels and ceilings
+(:func:`hierarchy_metrics`), embedding of a split (:func:`embed_split`, :func:`evaluate_split`), and
 evaluation of a run folder (:func:`evaluate_run`, :func:`hierarchy_check`, :func:`top_k_clouds`).
+
+Hierarchy-aware metrics (relevance from the taxonomy, :mod:`h2arn.relevance`): a caption such as
+"a vessel." is true of every vessel, so instance recall alone cannot tell a model that ranks all
+vessels first from one that does not. Per direction:
+
+* ``hmAP``: mean average precision with binary relevance "the cloud satisfies the caption at the
+  caption's level" (3D->text: the captions the cloud satisfies);
+* ``nDCG@10``: linear gains = the graded relevance (partial credit for sharing part of the taxonomy path);
+* per caption level ``L<l>_*``: instance R@K with its **ceiling** (a perfect model that ranks the R
+  clouds satisfying the caption first, in any order, finds the caption's own cloud in the top K with
+  probability ``min(1, K / R)``), hmAP, and the mean number of relevant clouds;
+* ``chance_*``: the expectation of every metric under a uniformly random ranking (exact formulas), and
+  ``ceiling_*``: the best value any model can reach on this gallery.
 
 Protocol (official ``recall.py``, see the reference dossier §4.1), on the full similarity matrix
 ``S`` of shape ``(N_txt, N_pc)`` (rows = captions, columns = clouds):
@@ -30,9 +44,12 @@ from tqdm.auto import tqdm
 
 from .device import autocast, resolve_device
 from .features import FeatureSplit, atomic_write_json, data_fingerprint, load_feature_splits, trim_padding
+from .relevance import relevance
 from .runs import load_run_split, load_trained, test_links_of
 
-__all__ = ["RECALL_KS", "ranks_text_to_cloud", "ranks_cloud_to_text", "retrieval_metrics",
+__all__ = ["RECALL_KS", "ranks_text_to_cloud", "ranks_cloud_to_text", "retrieval_metrics", "average_precision",
+           "ndcg_at_k", "chance_average_precision", "chance_recall", "ceiling_recall", "hierarchy_metrics",
+           "evaluate_similarity",
            "encode_all", "similarity_in_blocks", "embed_split", "evaluate_split", "evaluate_run",
            "hierarchy_check", "top_k_clouds"]
 
@@ -106,6 +123,154 @@ def retrieval_metrics(sim: Tensor, txt_to_pc: Tensor) -> dict[str, float]:
     return out
 
 
+# --------------------------------------------------------------------------- hierarchy-aware metrics
+
+NDCG_K = 10
+
+
+def average_precision(scores: Tensor, relevant: Tensor) -> Tensor:
+    """AP of each row: ``(Q, N)`` scores (higher = first) and bool relevance -> ``(Q,)`` in [0, 1].
+
+    ``AP = (1/R) * sum over relevant items of precision at their rank``; rows without a relevant item get NaN.
+    Ties are broken by column order (stable sort), which only matters for exactly equal scores.
+    """
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    rel = relevant.gather(1, order).double()
+    ranks = torch.arange(1, scores.shape[1] + 1, dtype=torch.float64)
+    precision = rel.cumsum(dim=1) / ranks
+    n_rel = rel.sum(dim=1)
+    return ((precision * rel).sum(dim=1) / n_rel).where(n_rel > 0, torch.tensor(float("nan"), dtype=torch.float64))
+
+
+def _discounts(k: int) -> Tensor:
+    return 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
+
+
+def ndcg_at_k(scores: Tensor, gains: Tensor, k: int = NDCG_K) -> Tensor:
+    """nDCG@k of each row with linear gains: ``(Q, N)`` scores and gains ``>= 0`` -> ``(Q,)`` (NaN if no gain)."""
+    k = min(k, scores.shape[1])
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    disc = _discounts(k)
+    dcg = (gains.double().gather(1, order) * disc).sum(dim=1)
+    ideal = (gains.double().sort(dim=1, descending=True).values[:, :k] * disc).sum(dim=1)
+    return (dcg / ideal).where(ideal > 0, torch.tensor(float("nan"), dtype=torch.float64))
+
+
+def chance_average_precision(n_relevant: Tensor, n_items: int) -> Tensor:
+    """Expected AP under a uniformly random ranking of ``n_items`` with ``n_relevant`` relevant ones (exact).
+
+    ``E[AP] = (1/N) * (H_N + (R - 1)/(N - 1) * (N - H_N))`` (H_N the harmonic number): the item at rank k is
+    relevant with probability R/N and then has ``1 + (R-1)(k-1)/(N-1)`` relevant items at or above it.
+    """
+    r = torch.as_tensor(n_relevant, dtype=torch.float64)
+    n = float(n_items)
+    h = float(torch.sum(1.0 / torch.arange(1, n_items + 1, dtype=torch.float64)))
+    frac = (r - 1) / (n - 1) if n > 1 else torch.zeros_like(r)
+    return (h + frac * (n - h)) / n
+
+
+def _hit_probability(n_items: Tensor, n_good: Tensor, k: int) -> Tensor:
+    """P(at least one of ``n_good`` items is in the top ``k`` of a random order of ``n_items``)."""
+    n = torch.as_tensor(n_items, dtype=torch.float64)
+    g = torch.as_tensor(n_good, dtype=torch.float64)
+    # 1 - C(n - g, k) / C(n, k) = 1 - prod_{i<k} (n - g - i) / (n - i)
+    miss = torch.ones_like(n * g)
+    for i in range(k):
+        miss = miss * ((n - g - i).clamp_min(0) / (n - i).clamp_min(1))
+    return 1.0 - miss
+
+
+def chance_recall(n_items: int, n_targets: Tensor, k: int) -> Tensor:
+    """Per query, the probability that a random ranking of ``n_items`` puts one of its targets in the top k."""
+    return _hit_probability(torch.full_like(torch.as_tensor(n_targets, dtype=torch.float64), n_items), n_targets, k)
+
+
+def ceiling_recall(n_relevant: Tensor, n_targets: Tensor, k: int) -> Tensor:
+    """Per query, the best instance R@k a model can guarantee when ``n_relevant`` items satisfy the query
+    equally and ``n_targets`` of them count as hits: the targets are a random subset of the relevant ones."""
+    return _hit_probability(n_relevant, n_targets, k)
+
+
+def _pct(x: Tensor) -> float:
+    x = x[~torch.isnan(x)]
+    return float(100.0 * x.mean()) if x.numel() else float("nan")
+
+
+def hierarchy_metrics(sim: Tensor, txt_to_pc: Tensor, meta: Sequence[dict], per_query: bool = False) -> dict:
+    """Hierarchy-aware metrics, per-level recalls with ceilings, chance levels (module docstring), in %.
+
+    sim ``(N_txt, N_pc)``; txt_to_pc ``(N_txt,)``; meta: one dict per caption with ``level`` and the taxonomy
+    fields (:mod:`h2arn.relevance`). With ``per_query=True`` the result also holds ``per_query``: per-caption
+    AP/nDCG/rank/level and per-cloud AP, for a bootstrap over queries (:mod:`h2arn.stats`).
+    """
+    sim, txt_to_pc = _check(sim.detach().float().cpu(), txt_to_pc)
+    n_txt, n_pc = sim.shape
+    rel, grades = relevance(meta, txt_to_pc, n_pc)
+    has_caption = torch.zeros(n_pc, dtype=torch.bool)
+    has_caption[txt_to_pc] = True
+    out: dict = {}
+    ap_t = average_precision(sim, rel)
+    nd_t = ndcg_at_k(sim, grades)
+    ap_p = average_precision(sim.t()[has_caption], rel.t()[has_caption])
+    nd_p = ndcg_at_k(sim.t()[has_caption], grades.t()[has_caption])
+    out.update({"t2p_hmAP": _pct(ap_t), "p2t_hmAP": _pct(ap_p), f"t2p_nDCG@{NDCG_K}": _pct(nd_t),
+                f"p2t_nDCG@{NDCG_K}": _pct(nd_p)})
+    # chance levels (uniformly random ranking) and ceilings (best any model can do)
+    n_rel_t = rel.sum(dim=1)
+    n_rel_p = rel.t()[has_caption].sum(dim=1)
+    own_per_cloud = torch.bincount(txt_to_pc, minlength=n_pc)[has_caption]
+    ones = torch.ones(n_txt, dtype=torch.float64)
+    kk = min(NDCG_K, n_pc)
+    chance_nd_t = (grades.double().mean(dim=1) * _discounts(kk).sum()) / \
+        (grades.double().sort(dim=1, descending=True).values[:, :kk] * _discounts(kk)).sum(dim=1)
+    kp = min(NDCG_K, n_txt)
+    gp = grades.t()[has_caption].double()
+    chance_nd_p = (gp.mean(dim=1) * _discounts(kp).sum()) / \
+        (gp.sort(dim=1, descending=True).values[:, :kp] * _discounts(kp)).sum(dim=1)
+    out.update({"chance_t2p_hmAP": _pct(chance_average_precision(n_rel_t, n_pc)),
+                "chance_p2t_hmAP": _pct(chance_average_precision(n_rel_p, n_txt)),
+                f"chance_t2p_nDCG@{NDCG_K}": _pct(chance_nd_t), f"chance_p2t_nDCG@{NDCG_K}": _pct(chance_nd_p)})
+    chance_rsum = ceiling_rsum = 0.0
+    for k in RECALL_KS:
+        out[f"chance_t2p_R@{k}"] = _pct(chance_recall(n_pc, ones, k))
+        out[f"chance_p2t_R@{k}"] = _pct(chance_recall(n_txt, own_per_cloud, k))
+        out[f"ceiling_t2p_R@{k}"] = _pct(ceiling_recall(n_rel_t, ones, k))
+        out[f"ceiling_p2t_R@{k}"] = _pct(ceiling_recall(n_rel_p, own_per_cloud, k))
+        chance_rsum += out[f"chance_t2p_R@{k}"] + out[f"chance_p2t_R@{k}"]
+        ceiling_rsum += out[f"ceiling_t2p_R@{k}"] + out[f"ceiling_p2t_R@{k}"]
+    out["chance_rsum"], out["ceiling_rsum"] = chance_rsum, ceiling_rsum
+    out["relevant_per_caption"] = float(n_rel_t.double().mean())
+    # per caption level
+    levels = torch.tensor([int(m["level"]) for m in meta])
+    ranks = ranks_text_to_cloud(sim, txt_to_pc)
+    out["levels"] = sorted(set(levels.tolist()))
+    for lv in out["levels"]:
+        sel = levels == lv
+        pre = f"L{lv}_"
+        out[pre + "n"] = int(sel.sum())
+        out[pre + "relevant_mean"] = float(n_rel_t[sel].double().mean())
+        out[pre + "t2p_hmAP"] = _pct(ap_t[sel])
+        out[pre + f"t2p_nDCG@{NDCG_K}"] = _pct(nd_t[sel])
+        out[pre + "chance_t2p_hmAP"] = _pct(chance_average_precision(n_rel_t[sel], n_pc))
+        for k in RECALL_KS:
+            out[pre + f"t2p_R@{k}"] = _pct((ranks[sel] <= k).double())
+            out[pre + f"ceiling_t2p_R@{k}"] = _pct(ceiling_recall(n_rel_t[sel], ones[sel], k))
+    if per_query:
+        out["per_query"] = {"t2p_ap": ap_t.tolist(), f"t2p_ndcg": nd_t.tolist(), "t2p_rank": ranks.tolist(),
+                            "level": levels.tolist(), "p2t_ap": ap_p.tolist()}
+    return out
+
+
+def evaluate_similarity(sim: Tensor, txt_to_pc: Tensor, meta: Sequence[dict] | None = None,
+                        per_query: bool = False) -> dict:
+    """Every metric of one similarity matrix: the official recalls, plus the hierarchy-aware ones when the
+    captions carry a ``level`` (the benchmark's meta)."""
+    out: dict = {k: float(v) for k, v in retrieval_metrics(sim, txt_to_pc).items()}
+    if meta and all(m.get("level") is not None for m in meta):
+        out.update(hierarchy_metrics(sim, txt_to_pc, meta, per_query=per_query))
+    return out
+
+
 @torch.no_grad()
 def encode_all(model, tokens: Tensor, mask: Tensor | None, modality: str, batch_size: int = 256,
                device: torch.device | str | None = None, desc: str | None = None) -> Tensor:
@@ -175,17 +340,27 @@ def embed_split(model, split: FeatureSplit, device: torch.device, batch_size: in
 
 @torch.no_grad()
 def evaluate_split(model, split: FeatureSplit, device: torch.device, batch_size: int = 512,
-                   amp: bool = False) -> dict:
-    """Retrieval metrics on the full similarity matrix (texts x clouds) of one split."""
+                   amp: bool = False, hierarchy: bool = False, per_query: bool = False) -> dict:
+    """Retrieval metrics on the full similarity matrix (texts x clouds) of one split.
+
+    ``hierarchy=True`` adds the hierarchy-aware metrics (:func:`hierarchy_metrics`) when the split's meta
+    has caption levels; training leaves it off (validation picks the epoch on Rsum, cheaply).
+    """
     t, p = embed_split(model, split, device, batch_size, amp)
     sim = model.similarity(t, p).float().cpu()
-    return {k: float(v) for k, v in retrieval_metrics(sim, split.txt_to_pc.cpu()).items()}
+    return evaluate_similarity(sim, split.txt_to_pc.cpu(), split.meta if hierarchy else None, per_query=per_query)
 
 
 # --------------------------------------------------------------------------- a trained run
 
-def evaluate_run(run_dir: str | Path, split: str = "test", device: str = "auto") -> dict:
-    """Metrics of a run's best (val-selected) model on ``split``; cached in ``<run>/<split>_metrics.json``."""
+METRICS_VERSION = 2   # bump when a metric changes: cached <split>_metrics.json files are recomputed
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", device: str = "auto", per_query: bool = False) -> dict:
+    """Every metric of a run's best (val-selected) model on ``split``; cached in ``<run>/<split>_metrics.json``.
+
+    ``per_query=True`` keeps per-query scores (``per_query``) for bootstraps over queries.
+    """
     run_dir = Path(run_dir)
     model_path = run_dir / "best_model.pth"
     cache = run_dir / f"{split}_metrics.json"
@@ -194,15 +369,18 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str = "auto")
     fingerprint = data_fingerprint(links)
     if cache.is_file():
         cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached.get("model_mtime_ns") == stamp and cached.get("fingerprint") == fingerprint:
+        if (cached.get("model_mtime_ns") == stamp and cached.get("fingerprint") == fingerprint
+                and cached.get("metrics_version") == METRICS_VERSION and (not per_query or "per_query" in cached)):
             return cached
     dev = resolve_device(device)
     model, payload = load_trained(run_dir, str(dev))
     data = load_feature_splits(links)
-    m = evaluate_split(model, data, dev)
-    m.update({"split": split, "best_epoch": payload.get("epoch"), "model_mtime_ns": stamp, "fingerprint": fingerprint,
+    m = evaluate_split(model, data, dev, hierarchy=True, per_query=True)
+    m.update({"metrics_version": METRICS_VERSION, "gallery_clouds": data.num_clouds, "split": split, "best_epoch": payload.get("epoch"), "model_mtime_ns": stamp, "fingerprint": fingerprint,
               "val_rsum": payload.get("val_metrics", {}).get("rsum")})
-    atomic_write_json(m, cache, indent=1)
+    atomic_write_json(m, cache)
+    if not per_query:
+        m = {k: v for k, v in m.items() if k != "per_query"}
     return m
 
 

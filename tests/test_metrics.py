@@ -120,3 +120,114 @@ def test_similarity_in_blocks_equals_direct_encoding(geometry):
         direct = model.similarity(model.encode_text(txt, txt_mask), model.encode_cloud(pc, pc_mask))
     assert s_small.shape == (11, 7)
     assert torch.allclose(s_small, direct, atol=1e-5) and torch.allclose(s_big, direct, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- hierarchy-aware metrics
+import itertools
+import math
+
+from h2arn.evaluate import (average_precision, ceiling_recall, chance_average_precision, chance_recall,
+                            hierarchy_metrics, ndcg_at_k)
+from h2arn.relevance import relevance
+
+
+def _m(caption, shape, level, path, color):
+    return {"caption": caption, "shape": shape, "level": level, "taxonomy_path": list(path),
+            "attributes": {"color": color}}
+
+
+CHAIR, TABLE, BOTTLE = ("furniture", "chair"), ("furniture", "table"), ("vessel", "bottle")
+# 4 clouds: c0 red chair, c1 blue chair, c2 red table, c3 red bottle; the path has 2 levels, so
+# level 0 = top category, 1 = leaf category, 2 = leaf + named attributes, 3 = the instance
+META = [
+    _m("furniture.", "s0", 0, CHAIR, "red"),                     # t0 -> c0
+    _m("a chair.", "s0", 1, CHAIR, "red"),                       # t1 -> c0
+    _m("a red chair.", "s0", 2, CHAIR, "red"),                   # t2 -> c0
+    _m("blue chair with four legs", "s1", 3, CHAIR, "blue"),     # t3 -> c1
+    _m("a table.", "s2", 1, TABLE, "red"),                       # t4 -> c2
+    _m("A red chair", "s2", 3, TABLE, "red"),                    # t5 -> c2: same text as t2 (a mislabel, on purpose)
+    _m("a red bottle", "s3", 2, BOTTLE, "red"),                  # t6 -> c3
+]
+META_TO_PC = torch.tensor([0, 0, 0, 1, 2, 2, 3])
+
+
+def test_relevance_by_hand():
+    rel, grades = relevance(META, META_TO_PC, 4)
+    assert rel.int().tolist() == [
+        [1, 1, 1, 0],    # "furniture." : every furniture cloud
+        [1, 1, 0, 0],    # "a chair."   : both chairs
+        [1, 0, 1, 0],    # "a red chair.": the red chair, and c2, which has the identical caption t5
+        [0, 1, 0, 0],    # instance caption: its own cloud only
+        [0, 0, 1, 0],    # "a table."
+        [1, 0, 1, 0],    # "A red chair" (t5): its cloud, and c0 whose caption t2 is the same text
+        [0, 0, 0, 1],    # "a red bottle"
+    ]
+    assert grades.tolist() == [
+        [1, 1, 1, 0],
+        [2, 2, 1, 0],    # the table shares "furniture" with a chair caption: partial credit 1
+        [3, 2, 3, 0],    # the blue chair shares the whole path: 2 (< 3 for a relevant cloud)
+        [2, 4, 1, 0],
+        [1, 1, 2, 0],
+        [4, 1, 4, 0],    # t5 is a table caption: the blue chair shares only "furniture"
+        [0, 0, 0, 3],
+    ]
+
+
+def test_average_precision_and_ndcg_by_hand():
+    # relevant items c0, c1, c2; ranking c0 (rel), c3, c2 (rel), c1 (rel): AP = (1 + 2/3 + 3/4) / 3
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.8]])
+    ap = average_precision(scores, torch.tensor([[True, True, True, False]]))
+    assert float(ap) == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
+    # gains [2, 2, 1, 0]; ranking c1 (2), c3 (0), c0 (2), c2 (1): DCG = 2 + 0 + 2/log2(4) + 1/log2(5)
+    nd = ndcg_at_k(torch.tensor([[0.2, 0.9, 0.1, 0.5]]), torch.tensor([[2.0, 2.0, 1.0, 0.0]]))
+    dcg = 2 + 2 / 2 + 1 / math.log2(5)
+    ideal = 2 + 2 / math.log2(3) + 1 / 2
+    assert float(nd) == pytest.approx(dcg / ideal)
+    assert torch.isnan(average_precision(scores, torch.zeros(1, 4, dtype=torch.bool))).all()
+
+
+def test_chance_average_precision_matches_enumeration():
+    for n, r in ((4, 1), (4, 2), (5, 3), (6, 6)):
+        aps = []
+        for perm in itertools.permutations(range(n)):
+            scores = torch.tensor([[float(-p) for p in perm]])
+            rel = torch.tensor([[i < r for i in range(n)]])
+            aps.append(float(average_precision(scores, rel)))
+        assert float(chance_average_precision(torch.tensor([r]), n)) == pytest.approx(sum(aps) / len(aps))
+
+
+def test_chance_and_ceiling_recall_by_hand():
+    assert float(chance_recall(10, torch.tensor([1.0]), 1)) == pytest.approx(0.1)
+    assert float(chance_recall(5, torch.tensor([2.0]), 2)) == pytest.approx(1 - 3 / 10)    # 1 - C(3,2)/C(5,2)
+    assert float(ceiling_recall(torch.tensor([4.0]), torch.tensor([1.0]), 1)) == pytest.approx(0.25)
+    assert float(ceiling_recall(torch.tensor([4.0]), torch.tensor([1.0]), 5)) == pytest.approx(1.0)
+
+
+def test_hierarchy_metrics_perfect_model_reaches_ceilings():
+    rel, grades = relevance(META, META_TO_PC, 4)
+    sim = grades + 0.01 * torch.nn.functional.one_hot(META_TO_PC, 4)   # relevant first, own cloud first among them
+    m = hierarchy_metrics(sim, META_TO_PC, META, per_query=True)
+    assert m["t2p_hmAP"] == pytest.approx(100.0) and m["t2p_nDCG@10"] == pytest.approx(100.0)
+    # instance captions: t3 has one relevant cloud, t5 two (c0 has the same text): ceiling (1 + 1/2) / 2
+    assert m["L3_t2p_R@1"] == pytest.approx(100.0) and m["L3_ceiling_t2p_R@1"] == pytest.approx(75.0)
+    # level-0 caption: 3 clouds satisfy it -> instance R@1 ceiling 1/3, and this model is at 100 (own cloud first)
+    assert m["L0_ceiling_t2p_R@1"] == pytest.approx(100 / 3) and m["L0_relevant_mean"] == 3.0
+    # chance: 4 clouds -> t2p R@1 25 %, R@5 100 %
+    assert m["chance_t2p_R@1"] == pytest.approx(25.0) and m["chance_t2p_R@5"] == pytest.approx(100.0)
+    assert len(m["per_query"]["t2p_ap"]) == 7 and m["levels"] == [0, 1, 2, 3]
+
+
+def test_hierarchy_metrics_chance_matches_random_scores():
+    """The exact chance levels equal the Monte-Carlo mean over random score matrices (20,000 draws)."""
+    rel, grades = relevance(META, META_TO_PC, 4)
+    m = hierarchy_metrics(torch.rand(7, 4), META_TO_PC, META)
+    g = torch.Generator().manual_seed(0)
+    draws = 20000
+    scores = torch.rand(draws * 7, 4, generator=g)
+    ap = average_precision(scores, rel.repeat(draws, 1)).mean()
+    nd = ndcg_at_k(scores, grades.repeat(draws, 1)).mean()
+    assert 100 * float(ap) == pytest.approx(m["chance_t2p_hmAP"], abs=0.5)
+    assert 100 * float(nd) == pytest.approx(m["chance_t2p_nDCG@10"], abs=0.5)
+    scores_p = torch.rand(draws * 4, 7, generator=g)
+    ap_p = average_precision(scores_p, rel.t().repeat(draws, 1)).mean()
+    assert 100 * float(ap_p) == pytest.approx(m["chance_p2t_hmAP"], abs=0.5)

@@ -1,0 +1,166 @@
+"""The studies the paper does not have (issue 11, section 4): many cached runs per study, one results file each.
+
+Each study varies one axis and trains every (value, variant, seed) with :func:`h2arn.course.experiments.ensure_trained`
+(cached, resumable), then evaluates every run on its test split with the full metric set of
+:mod:`h2arn.evaluate` and writes ``docs/studies/<profile>/<study>.json``: per run the summary metrics and the
+per-query average precisions (so the report can bootstrap over queries), plus the study's settings.
+
+* ``dimension``: hyperbolic (H2ARN) vs Euclidean (Eu + MP) end-to-end for ``d_model`` in {2, 4, 8, 16, 32, 64};
+* ``depth``: the gap as the generated taxonomy gets deeper / narrower (generator knob of :mod:`h2arn.data`);
+* ``redundancy``: contribution weighting vs mean pooling vs the oracle (flagged tokens removed) as the
+  redundancy fraction grows (generator knob);
+* ``scale``: the gap vs the number of training shapes (generator knob).
+
+Studies on generated variants of the benchmark build their own data and features under
+``build/studies/`` (:func:`study_links`). Command::
+
+    python -m h2arn.course.studies run dimension --profile ci --seeds 5      # train + evaluate + write JSON
+    python -m h2arn.course.studies run all --profile ci --seeds 5 --phase train
+
+``--phase train`` only trains (the runs are cached), ``--phase evaluate`` only evaluates and writes the JSON.
+Run it under ``nice`` on a shared machine; it prints one tqdm bar per study.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from h2arn.features import atomic_write_json
+from h2arn.paths import repo_root
+
+__all__ = ["STUDIES", "study_runs", "run_study", "results_path", "load_study", "main"]
+
+DIMENSIONS = (2, 4, 8, 16, 32, 64)
+
+
+def _dim_overrides(d: int) -> dict:
+    return {"d_model": d, "nhead": 1 if d < 4 else 2}
+
+
+# study -> {axis, values, variants, overrides(value) -> ensure_trained overrides, data(value) -> generator knobs}
+STUDIES: dict[str, dict] = {
+    "dimension": {"axis": "d_model", "values": DIMENSIONS, "variants": ("h2arn", "euclidean"),
+                  "overrides": _dim_overrides, "data": None,
+                  "question": "does the hyperbolic advantage appear at low embedding dimension, end to end?"},
+    "depth": {"axis": "taxonomy depth", "values": (2, 3, 4), "variants": ("h2arn", "euclidean"),
+              "overrides": None, "data": lambda v: {"depth": v},
+              "question": "does the gap grow as the taxonomy gets deeper?"},
+    "redundancy": {"axis": "redundancy fraction", "values": (0.0, 0.2, 0.4), "variants": ("h2arn", "mean_pool", "oracle"),
+                   "overrides": None, "data": lambda v: {"redundancy_fraction": v},
+                   "question": "does contribution weighting discount redundant points as redundancy grows?"},
+    "scale": {"axis": "training shapes per leaf", "values": (1, 2, 4), "variants": ("h2arn", "euclidean"),
+              "overrides": None, "data": lambda v: {"train_scale": v},
+              "question": "does the gap close or widen with more training shapes?"},
+}
+
+
+def results_path(profile: str, study: str) -> Path:
+    """``docs/studies/<profile>/<study>.json`` (committed; written by :func:`run_study`)."""
+    return repo_root() / "docs" / "studies" / profile / f"{study}.json"
+
+
+def load_study(profile: str, study: str) -> dict | None:
+    """The committed results of one study, or ``None`` when it has not run."""
+    path = results_path(profile, study)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def study_runs(study: str, seeds: Sequence[int]) -> list[dict]:
+    """Every (value, variant, seed) of a study, with its ensure_trained overrides and data knobs."""
+    spec = STUDIES[study]
+    out = []
+    for value in spec["values"]:
+        for variant in spec["variants"]:
+            for seed in seeds:
+                ov = dict(spec["overrides"](value)) if spec["overrides"] else {}
+                knobs = spec["data"](value) if spec["data"] else None
+                out.append({"value": value, "variant": variant, "seed": seed, "overrides": ov, "data": knobs})
+    return out
+
+
+def _train_one(profile: str, run: dict) -> Path:
+    from h2arn.course.experiments import ensure_trained
+
+    ov = dict(run["overrides"])
+    variant = run["variant"]
+    if run["data"] is not None or variant == "oracle":
+        from h2arn.course.study_data import study_links   # generator knobs (benchmark v4)
+
+        links = study_links(profile, run["data"] or {}, oracle=variant == "oracle")
+        ov.update(train_link=links["train"], val_link=links["val"])
+        if variant == "oracle":
+            variant = "h2arn"
+    return ensure_trained(profile, variant, device="cpu", seed=run["seed"], **ov)
+
+
+def run_study(study: str, profile: str = "ci", seeds: Sequence[int] = range(5), phase: str = "all",
+              log: Callable[[str], None] = print) -> dict | None:
+    """Train (cached) and/or evaluate every run of ``study``; write and return its results (phase evaluate/all)."""
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; choose one of {sorted(STUDIES)} or 'all'")
+    runs = study_runs(study, list(seeds))
+    t0 = time.perf_counter()
+    dirs = []
+    for run in tqdm(runs, desc=f"{study}: train", disable=None):
+        dirs.append(_train_one(profile, run))
+    log(f"{study}: {len(runs)} runs trained/cached in {time.perf_counter() - t0:.0f} s")
+    if phase == "train":
+        return None
+    from h2arn.evaluate import evaluate_run
+
+    records = []
+    for run, d in tqdm(list(zip(runs, dirs)), desc=f"{study}: evaluate", disable=None):
+        m = evaluate_run(d, "test", device="cpu", per_query=True)
+        records.append({**{k: run[k] for k in ("value", "variant", "seed", "overrides", "data")},
+                        "run_dir": str(Path(d).relative_to(repo_root())), "metrics": m})
+    spec = STUDIES[study]
+    out = {"format": "h2arn-study", "study": study, "profile": profile, "axis": spec["axis"],
+           "values": list(spec["values"]), "variants": list(spec["variants"]), "seeds": list(seeds),
+           "question": spec["question"], "runs": records,
+           "command": f"python -m h2arn.course.studies run {study} --profile {profile} --seeds {len(list(seeds))}"}
+    path = results_path(profile, study)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, path, indent=1)
+    log(f"{study}: results written to {path}")
+    return out
+
+
+def _parse_seeds(text: str) -> list[int]:
+    if "-" in text:
+        a, b = text.split("-", 1)
+        return list(range(int(a), int(b) + 1))
+    return list(range(int(text)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m h2arn.course.studies", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train (cached) and evaluate a study, write docs/studies/<profile>/<study>.json")
+    r.add_argument("study", help=f"one of {sorted(STUDIES)} or 'all'")
+    r.add_argument("--profile", default="ci", choices=["ci", "medium"])
+    r.add_argument("--seeds", default="5", help="number of seeds (5) or a range a-b (0-4)")
+    r.add_argument("--phase", default="all", choices=["all", "train", "evaluate"])
+    args = ap.parse_args(argv)
+    names = sorted(STUDIES) if args.study == "all" else [args.study]
+    bad = [n for n in names if n not in STUDIES]
+    if bad:
+        print(f"error: study {bad[0]!r} unknown; choose one of {sorted(STUDIES)} or 'all'", file=sys.stderr)
+        return 2
+    try:
+        seeds = _parse_seeds(args.seeds)
+    except ValueError:
+        print(f"error: --seeds {args.seeds!r} is not a number or a range a-b; e.g. --seeds 5", file=sys.stderr)
+        return 2
+    for n in names:
+        run_study(n, args.profile, seeds, args.phase)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
