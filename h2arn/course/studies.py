@@ -99,6 +99,13 @@ def _train_one(profile: str, run: dict) -> Path:
     return ensure_trained(profile, variant, device="cpu", seed=run["seed"], **ov)
 
 
+def _last_scalars(run_dir: Path) -> dict:
+    from h2arn.runs import read_metrics
+
+    epochs = read_metrics(run_dir).get("epochs") or [{}]
+    return {**epochs[-1].get("scalars", {}), "entail_active_frac": epochs[-1].get("loss", {}).get("entail_active_frac")}
+
+
 def run_study(study: str, profile: str = "ci", seeds: Sequence[int] = range(5), phase: str = "all",
               log: Callable[[str], None] = print) -> dict | None:
     """Train (cached) and/or evaluate every run of ``study``; write and return its results (phase evaluate/all)."""
@@ -116,9 +123,11 @@ def run_study(study: str, profile: str = "ci", seeds: Sequence[int] = range(5), 
 
     records = []
     for run, d in tqdm(list(zip(runs, dirs)), desc=f"{study}: evaluate", disable=None):
-        m = evaluate_run(d, "test", device="cpu", per_query=True)
+        m = evaluate_run(d, "test", device="cpu")
+        scalars = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         records.append({**{k: run[k] for k in ("value", "variant", "seed", "overrides", "data")},
-                        "run_dir": str(Path(d).relative_to(repo_root())), "metrics": m})
+                        "run_dir": str(Path(d).resolve().relative_to(repo_root().resolve())), "metrics": scalars,
+                        "scalars_last_epoch": _last_scalars(d)})
     spec = STUDIES[study]
     out = {"format": "h2arn-study", "study": study, "profile": profile, "axis": spec["axis"],
            "values": list(spec["values"]), "variants": list(spec["variants"]), "seeds": list(seeds),
