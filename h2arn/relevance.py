@@ -5,8 +5,10 @@ although every vessel of the gallery satisfies it. The hierarchy-aware metrics o
 use instead the relevance defined here, computed from the per-caption meta the feature extraction
 writes (``<subset>_meta_<split>.json``).
 
-A caption's **requirement** depends on its ``level`` (0 = most generic) and the shape's taxonomy path
-(root -> leaf synset, :func:`taxonomy_path`) of length ``P``:
+A caption's **requirement**: benchmark v4 writes it into the meta as ``target`` = ``{"node": path prefix the
+caption names, "named": attribute values it states, "shape": the instance (instance captions only)}``, and
+identical texts share a ``caption_group`` id. Older meta (v3) gives only ``level`` (0 = most generic) and the
+shape's taxonomy path (root -> leaf synset, :func:`taxonomy_path`) of length ``P``, from which:
 
 * ``level < P``: the cloud's path must start with the caption shape's path up to depth ``level`` (level 0:
   same top category ... level ``P - 1``: same leaf category);
@@ -23,6 +25,7 @@ arms" query is partly right, a table is not). So a level-0 query has binary grad
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -55,17 +58,22 @@ def _words(text: str) -> set[str]:
     return words | {w[:-1] for w in words if w.endswith("s")}     # "cabinets" names "cabinet"
 
 
+def _value(v) -> str:
+    return json.dumps(v, sort_keys=True)
+
+
 def named_attributes(meta: dict) -> frozenset:
     """The (key, value) attributes the caption names: ``meta["named_attributes"]`` if the benchmark
     records them, else every string attribute whose value appears as a word of the caption, and every
     object of a room's ``objects`` that the caption mentions (``("object", name)``)."""
-    if isinstance(meta.get("named_attributes"), dict):
-        return frozenset((str(k), str(v)) for k, v in meta["named_attributes"].items())
+    target = meta.get("target")
+    if isinstance(target, dict) and isinstance(target.get("named"), dict):
+        return frozenset((str(k), _value(v)) for k, v in target["named"].items())
     words = _words(meta.get("caption", ""))
     out = set()
     for k, v in (meta.get("attributes") or {}).items():
         if isinstance(v, str) and v and set(_WORD.findall(v.lower())) <= words:
-            out.add((str(k), v))
+            out.add((str(k), _value(v)))
         elif k == "objects" and isinstance(v, dict):
             out.update(("object", str(name)) for name in v if set(_WORD.findall(str(name).lower())) <= words)
     return frozenset(out)
@@ -74,9 +82,8 @@ def named_attributes(meta: dict) -> frozenset:
 def _cloud_attributes(meta: dict) -> frozenset:
     out = set()
     for k, v in (meta.get("attributes") or {}).items():
-        if isinstance(v, str):
-            out.add((str(k), v))
-        elif k == "objects" and isinstance(v, dict):
+        out.add((str(k), _value(v)))
+        if k == "objects" and isinstance(v, dict):
             out.update(("object", str(name)) for name, n in v.items() if n)
     return frozenset(out)
 
@@ -99,6 +106,11 @@ def caption_requirement(meta: dict) -> Requirement:
                          "levels. Fix: re-extract the features with h2arn.extract (it writes <subset>_meta_<split>.json)")
     level = int(level)
     path = taxonomy_path(meta)
+    target = meta.get("target")
+    if isinstance(target, dict) and "node" in target:       # benchmark v4: what the caption names, explicitly
+        if target.get("shape") is not None:
+            return Requirement(path, instance=str(target["shape"]), grade=level + 1)
+        return Requirement(tuple(str(p) for p in target["node"]), named_attributes(meta), grade=level + 1)
     if level < len(path):
         return Requirement(path[:level + 1], grade=level + 1)
     if level == len(path):
@@ -111,7 +123,7 @@ class CloudDescription:
     path: tuple[str, ...]
     attributes: frozenset
     shape: str
-    captions: frozenset        # normalised texts of the cloud's own captions
+    captions: frozenset        # normalised texts (and caption-group ids) of the cloud's own captions
 
 
 def cloud_descriptions(meta: Sequence[dict], txt_to_pc: Tensor, num_clouds: int) -> list[CloudDescription]:
@@ -120,13 +132,19 @@ def cloud_descriptions(meta: Sequence[dict], txt_to_pc: Tensor, num_clouds: int)
     texts: dict[int, set] = {}
     for t, p in enumerate(torch.as_tensor(txt_to_pc).tolist()):
         first.setdefault(p, meta[t])
-        texts.setdefault(p, set()).add(normalise_caption(meta[t].get("caption", "")))
+        texts.setdefault(p, set()).add(_text_key(meta[t]))
     out = []
     for p in range(num_clouds):
         m = first.get(p, {})
         out.append(CloudDescription(taxonomy_path(m), _cloud_attributes(m), str(m.get("shape", f"cloud {p}")),
                                     frozenset(texts.get(p, ()))))
     return out
+
+
+def _text_key(meta: dict):
+    """Identical captions: the benchmark's ``caption_group`` id when present, else the normalised text."""
+    group = meta.get("caption_group")
+    return ("group", int(group)) if group is not None else normalise_caption(meta.get("caption", ""))
 
 
 def _satisfies(req: Requirement, cloud: CloudDescription) -> bool:
@@ -174,7 +192,7 @@ def relevance(meta: Sequence[dict], txt_to_pc: Tensor, num_clouds: int) -> tuple
         rel, grade = cache[key]
         relevant[t] = rel
         grades[t] = grade
-        same_text = owners_of_text.get(normalise_caption(m.get("caption", "")), [])
+        same_text = owners_of_text.get(_text_key(m), [])
         own = [int(txt_to_pc[t])] + same_text
         relevant[t, own] = True
         grades[t, own] = float(req.grade)

@@ -231,3 +231,20 @@ def test_hierarchy_metrics_chance_matches_random_scores():
     scores_p = torch.rand(draws * 4, 7, generator=g)
     ap_p = average_precision(scores_p, rel.t().repeat(draws, 1)).mean()
     assert 100 * float(ap_p) == pytest.approx(m["chance_p2t_hmAP"], abs=0.5)
+
+
+def test_relevance_from_v4_targets_and_caption_groups():
+    arm, desk = ["furniture", "seat", "chair", "armchair"], ["furniture", "table", "table", "desk"]
+
+    def m(shape, level, path, attrs, node, named=None, group=0, inst=False):
+        target = {"level": level, "node": node, "named": named or {}, **({"shape": shape} if inst else {})}
+        return {"caption": f"{shape} {level}", "shape": shape, "level": level, "taxonomy_path": path,
+                "attributes": attrs, "target": target, "caption_group": group}
+
+    meta = [m("a0", 1, arm, {"color": "red"}, arm[:2], group=1),              # "a seat": both armchairs
+            m("a1", 4, arm, {"color": "blue"}, arm, {"color": "blue"}, group=2),  # "a blue armchair": a1 only
+            m("d0", 5, desk, {"color": "blue"}, desk, group=3, inst=True),    # instance caption ...
+            m("a0", 5, arm, {"color": "red"}, arm, group=3, inst=True)]      # ... with the same text as d0's
+    rel, grades = relevance(meta, torch.tensor([0, 1, 2, 0]), 3)
+    assert rel.int().tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1], [1, 0, 1]]
+    assert grades.tolist() == [[2, 2, 1], [4, 5, 1], [6, 1, 6], [6, 4, 6]]
