@@ -96,9 +96,12 @@ def _caption_meta(record, k: int, caption: str) -> dict:
     out = {"caption": caption, "shape": record.name, "subset": record.subset, "caption_index": k,
            "category": meta.get("category") or category_of(record), "super_category": meta.get("super_category"),
            "level": int(levels[k]) if levels is not None and k < len(levels) else None}
-    for key in ("attributes", "redundant_fraction"):
+    for key in ("attributes", "redundant_fraction", "leaf", "mid_category", "taxonomy_path"):
         if key in meta:
             out[key] = meta[key]
+    for key, per_caption in (("caption_group", "caption_groups"), ("target", "caption_targets")):
+        if k < len(meta.get(per_caption) or ()):  # benchmark v4: identical-caption group, what the caption names
+            out[key] = meta[per_caption][k]
     return out
 
 
@@ -246,12 +249,30 @@ def extract(base_data_dir, pc_model: str = "PointNet", txt_model: str = "MiniLM"
         files = [link.name, f"{subset}_meta_{split}.json"] + [
             f"{subset}/{split}/{kind_}_{what}_{name}.pt" for kind_, name in (("txt", txt_model), ("pc", pc_model))
             for what in ("features", "masks")]
+        files += _write_token_redundancy(out, subset, split, records, pc_model, num_points, num_tokens, pooling)
         manifest["entries"][key] = {"fingerprint": fp, "files": files, "options": options,
                                     "n_texts": len(captions), "n_clouds": len(records),
                                     "pc_weights": summary["pc_weights"]}
         atomic_write_json(manifest, manifest_path, indent=1)
         summary["written"].append(key)
     return summary
+
+
+def _write_token_redundancy(out: Path, subset: str, split: str, records, pc_model: str, num_points: int,
+                            num_tokens: int, pooling: str) -> list[str]:
+    """Per-token share of flagged points (RISD oracle), when the clouds carry ``redundant_flag`` and the
+    encoder pools tokens from its input points. Returns the written file names (relative to ``out``)."""
+    from .data.redundancy import TOKENS_ON_INPUT_POINTS, token_redundancy, token_redundancy_path
+    from .features import atomic_save
+
+    if pc_model not in TOKENS_ON_INPUT_POINTS or not all(
+            r.extra is not None and r.extra.shape[1] >= 2 and "redundant_fraction" in (r.meta or {}) for r in records):
+        return []
+    shares = torch.stack([torch.as_tensor(token_redundancy(r.points, r.extra[:, 1], num_points, num_tokens, pooling))
+                          for r in records])
+    path = token_redundancy_path(out, subset, split, pc_model)
+    atomic_save(shares, path)
+    return [path.relative_to(out).as_posix()]
 
 
 def _read_manifest(path: Path) -> dict:

@@ -150,7 +150,7 @@ def test_cli_generate_and_info(tmp_path, capsys):
 
     out = tmp_path / "cli"
     assert main(["generate", "--profile", "ci", "--out", str(out)]) == 0
-    assert "480 text-3D pairs" in capsys.readouterr().out
+    assert "2592 text-3D pairs" in capsys.readouterr().out
     assert main(["info", str(out)]) == 0
     assert "Elephant/train" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "nothing")]) == 2

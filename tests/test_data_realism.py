@@ -32,7 +32,7 @@ def test_vocabulary_is_mostly_real_words(stats):
 
 def test_specific_captions_have_real_lengths(stats):
     recs, real = stats
-    specific = [c for r in recs for lvl, c in zip(r.meta["caption_levels"], r.captions) if lvl == 3]
+    specific = [c for r in recs for lvl, c in zip(r.meta["caption_levels"], r.captions) if lvl == 5]
     p = caption_statistics(specific)["length_p5_25_50_75_95"]
     t2s = real["text2shape"]["length_p5_25_50_75_95"]
     # median of our most specific captions lies within the real inter-quantile band [p25, p95]

@@ -1,4 +1,5 @@
-"""``python -m h2arn.data generate --profile ci|full [--seed N] [--out DIR] [--force]`` and ``info ROOT``."""
+"""``python -m h2arn.data generate --profile ci|full [--seed N] [--out DIR] [--force]``, ``info ROOT`` and
+``realism [--profile ci|full] [--seed N] [--json FILE]`` (generated vs real shapes; see h2arn.data.realism)."""
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,22 @@ def main(argv=None) -> int:
     g.add_argument("--force", action="store_true", help="regenerate even if a complete copy exists")
     i = sub.add_parser("info", help="summarise a dataset root (generated or T3DR-HIT v2)")
     i.add_argument("root", type=Path)
+    r = sub.add_parser("realism", help="generated vs real ShapeNet clouds in the shared ModelNet40 PointNet's space")
+    r.add_argument("--profile", choices=sorted(PROFILES), default="ci")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     try:
-        if args.cmd == "generate":
+        if args.cmd == "realism":
+            from .realism import format_report, realism_report
+
+            rep = realism_report(args.profile, args.seed)
+            print(format_report(rep))
+            if args.json is not None:
+                from ..features import atomic_write_json
+
+                atomic_write_json(rep, args.json, indent=1)
+        elif args.cmd == "generate":
             t0 = time.perf_counter()
             out = args.out or default_root(args.profile, args.seed)
             root = generate(args.profile, args.seed, out) if args.force else ensure_synthetic(args.profile, args.seed, out)

@@ -1,25 +1,31 @@
-"""Caption grammar: from abstract ("a vessel") to specific ("a tall blue vase with two handles").
+"""Caption grammar: one caption per level of the taxonomy, from "a piece of furniture" to one armchair.
 
-Why levels: H2ARN's hierarchical loss and the HRC chapter need texts that sit at known depths
-of the taxonomy. Each shape gets one caption per level:
+Why levels: H2ARN's hierarchical loss and the HRC chapter need texts that sit at known depths of the
+is-a tree, and a hierarchy-aware evaluation needs to know which shapes a caption truly describes. Each
+shape gets one caption per level (:data:`LEVELS`):
 
-=====  ================================  ===============================================
-level  describes                         example
-=====  ================================  ===============================================
-0      the super-category                "some kind of vessel."
-1      the category                      "this is a vase."
-2      category + one or two attributes  "a tall blue vase."
-3      the individual shape              "a tall blue ceramic vase with two handles and a
-                                          narrow neck."
-=====  ================================  ===============================================
+=====  ============================  ===========================================================
+level  names                         example (its ``node`` / named attributes)
+=====  ============================  ===========================================================
+0      the super-category            "some kind of furniture item."      (furniture)
+1      the mid-category              "this is a seat."                   (furniture > seat)
+2      the category (basic level)    "a chair."                          (... > chair)
+3      the leaf                      "it is an armchair."                (... > chair > armchair)
+4      leaf + named attributes       "a tall blue armchair."             (armchair, color=blue, ...)
+5      the instance                  "a tall blue fabric armchair with armrests on both sides and
+                                      four thick legs."                   (this shape only)
+=====  ============================  ===========================================================
 
-plus whole-to-part phrases ("a narrow neck") tied to part ids (kept in ``metadata.json``).
+Every caption comes with its **target**: ``node`` (the taxonomy path prefix it names) and ``named``
+(the attribute values it states). A shape *satisfies* a caption when its path starts with ``node`` and
+its attributes equal ``named`` (level 5: only the shape itself, and any shape with the identical text),
+which is what :mod:`h2arn.data.relevance` turns into graded relevance. Whole-to-part phrases ("a narrow
+neck") are tied to part ids in ``metadata.json`` and make up the instance captions.
 
-The vocabulary and templates are curated by hand from the phrasing of the real Text2Shape
-(tables) and ShapeGlot (chairs) captions ("a table with four legs.", "this is a ... it has ...",
-"the chair has ...", lower case, occasional missing full stop and typo). They are baked in here
-so generation never depends on ``../shared``; ``caption_statistics`` lets a test and the notebook
-compare the result with the real captions when those are present.
+The vocabulary and templates are curated by hand from the phrasing of the real Text2Shape (tables) and
+ShapeGlot (chairs) captions ("a table with four legs.", "this is a ... it has ...", "the chair has ...",
+lower case, occasional missing full stop and typo). They are baked in here so generation never depends on
+``../shared``; ``caption_statistics`` lets a test and the notebook compare them with the real captions.
 """
 from __future__ import annotations
 
@@ -30,9 +36,11 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 import numpy as np
 
 from .shapes import ShapeSpec, count_word
-from .taxonomy import DISPLAY, super_category_of
+from .taxonomy import DISPLAY, leaf_path
 
-LEVELS = {0: "super-category", 1: "category", 2: "category + attributes", 3: "instance"}
+LEVELS = {0: "super-category", 1: "mid-category", 2: "category", 3: "leaf", 4: "leaf + attributes",
+          5: "instance"}
+INSTANCE_LEVEL = 5
 TYPO_RATE = 0.03
 CAPITALISE_RATE = 0.2
 
@@ -51,33 +59,34 @@ def _pick(rng, options):
 
 # --------------------------------------------------------------------------- attribute words
 
+def attribute_words(category: str, attrs: Dict) -> List[Tuple[str, str]]:
+    """Pre-noun adjectives in natural order (size, colour, material) with the attribute each one states:
+    ``[("height", "tall"), ("color", "blue"), ("material", "ceramic")]``."""
+    out: List[Tuple[str, str]] = []
+    if attrs.get("height") in ("tall", "short") and category not in ("chair", "stool", "lamp"):
+        out.append(("height", attrs["height"]))
+    if attrs.get("size") in ("long", "short"):
+        out.append(("size", attrs["size"]))
+    if attrs.get("depth"):
+        out.append(("depth", attrs["depth"]))
+    if attrs.get("pattern") == "blue and white":
+        out.append(("pattern", "blue and white"))
+    elif attrs.get("pattern") == "striped":
+        out += [("pattern", "striped"), ("color", attrs["color"])]
+    elif attrs.get("color"):
+        out.append(("color", attrs["color"]))
+    if attrs.get("material"):
+        out.append(("material", attrs["material"]))
+    return out
 
 
 def adjectives(category: str, attrs: Dict) -> List[str]:
-    """Pre-noun adjectives in natural order (size, colour, material), e.g. ["tall", "blue", "ceramic"]."""
-    adj: List[str] = []
-    if attrs.get("height") in ("tall", "short") and category not in ("chair",):
-        adj.append(attrs["height"])
-    if attrs.get("depth"):
-        adj.append(attrs["depth"])
-    if category == "table":
-        adj.append(attrs["top"])
-    if attrs.get("kind") == "coffee":
-        adj.append("low")
-    if attrs.get("pattern") == "blue and white":
-        adj.append("blue and white")
-    elif attrs.get("pattern") == "striped":
-        adj += ["striped", attrs["color"]]
-    elif attrs.get("color"):
-        adj.append(attrs["color"])
-    material = attrs.get("material")
-    if material:
-        adj.append(material)
-    return adj
+    """The words of :func:`attribute_words` (kept for callers that only want text)."""
+    return [w for _, w in attribute_words(category, attrs)]
 
 
-def noun(category: str, rng) -> str:
-    return _pick(rng, DISPLAY[category])
+def noun(node: str, rng) -> str:
+    return _pick(rng, DISPLAY[node])
 
 
 def object_features(spec: ShapeSpec) -> List[str]:
@@ -103,10 +112,10 @@ def _join(items: Sequence[str]) -> str:
 
 # --------------------------------------------------------------------------- templates
 
-LEVEL0 = ["{a_sup}.", "some kind of {sup}.", "it is {a_sup}.", "{a_sup}", "this is {a_sup}.", "looks like {a_sup}."]
-LEVEL1 = ["{a_noun}.", "this is {a_noun}.", "{a_noun}", "it is {a_noun}.", "a simple {noun}.", "a plain {noun}"]
-LEVEL2 = ["{a_adj_noun}.", "{a_adj_noun}", "this is {a_adj_noun}.", "{a_noun} with {f1}.", "{a_adj_noun} with {f1}"]
-LEVEL3 = [
+NODE_TEMPLATES = ["{a_x}.", "some kind of {x}.", "it is {a_x}.", "{a_x}", "this is {a_x}.", "looks like {a_x}.",
+                  "a simple {x}.", "a plain {x}"]
+ATTR_TEMPLATES = ["{a_adj_noun}.", "{a_adj_noun}", "this is {a_adj_noun}.", "it is {a_adj_noun}."]
+INSTANCE_TEMPLATES = [
     "{a_adjs_noun} with {fs}.",
     "this is {a_adjs_noun}. it has {fs}.",
     "{adjs_noun} with {fs}",
@@ -114,6 +123,8 @@ LEVEL3 = [
     "{a_noun} that has {fs}. the {noun} is {color}.",
     "{a_adjs_noun}. the {noun} has {fs}.",
 ]
+MATERIAL_NOUN = {"wooden": "wood", "ceramic": "ceramic", "porcelain": "porcelain", "glass": "glass", "metal": "metal",
+                 "bronze": "bronze", "stone": "stone", "jade": "jade", "plastic": "plastic", "fabric": "fabric"}
 
 
 def _typo(text: str, rng) -> str:
@@ -130,45 +141,55 @@ def _typo(text: str, rng) -> str:
 
 def _finish(text: str, level: int, rng) -> str:
     text = re.sub(r"\s+", " ", text).strip()
-    if level >= 2 and rng.random() < TYPO_RATE:
+    if level >= 4 and rng.random() < TYPO_RATE:
         text = _typo(text, rng)
     if rng.random() < CAPITALISE_RATE:
         text = text[:1].upper() + text[1:]
     return text
 
 
-def object_captions(spec: ShapeSpec, rng: np.random.Generator) -> List[Tuple[int, str]]:
-    """One caption per level 0..3 for an artefact spec: ``[(level, text), ...]``."""
-    cat = spec.category
-    sup = _pick(rng, DISPLAY[super_category_of(cat)])
-    nn = noun(cat, rng)
-    adj = [a for a in adjectives(cat, spec.attributes) if a not in nn.split()]  # no "bronze bronze cauldron"
+def _caption(level: int, text: str, path: Sequence[str], named: Dict | None = None) -> Dict:
+    """One caption with its target: the path prefix it names and the attribute values it states."""
+    node = list(path[:level + 1]) if level <= 3 else list(path)
+    return {"level": level, "text": text, "node": node, "named": dict(named or {})}
+
+
+def node_captions(path: Sequence[str], rng: np.random.Generator, levels: Sequence[int] = (0, 1, 2, 3)) -> List[Dict]:
+    """Captions that name one node of ``path`` (super, mid, category, leaf) each: "some kind of seat."."""
+    out = []
+    for level in levels:
+        x = noun(path[level], rng)
+        text = _pick(rng, NODE_TEMPLATES).format(x=x, a_x=with_article(x))
+        out.append(_caption(level, _finish(text, level, rng), path))
+    return out
+
+
+def object_captions(spec: ShapeSpec, rng: np.random.Generator, levels: Sequence[int] = tuple(LEVELS)) -> List[Dict]:
+    """One caption per requested level for an artefact spec (dicts with level, text, node, named)."""
+    leaf = spec.attributes["leaf"]
+    path = leaf_path(leaf)
+    out = node_captions(path, rng, [lv for lv in levels if lv <= 3])
+    nn = noun(leaf, rng)
+    words = [(k, w) for k, w in attribute_words(spec.category, spec.attributes) if w not in nn.split()]
     feats = object_features(spec)
-    color = spec.attributes.get("color", "plain")
-    if spec.attributes.get("pattern") == "blue and white":
-        color = "blue and white"
-    material = spec.attributes.get("material", "wood")
-    material_noun = {"wooden": "wood", "ceramic": "ceramic", "porcelain": "porcelain", "glass": "glass",
-                     "metal": "metal", "bronze": "bronze", "stone": "stone", "jade": "jade", "plastic": "plastic"}
-    out = [(0, _finish(_pick(rng, LEVEL0).format(sup=sup, a_sup=with_article(sup)), 0, rng)),
-           (1, _finish(_pick(rng, LEVEL1).format(noun=nn, a_noun=with_article(nn)), 1, rng))]
-    # level 2: one or two attributes, or one feature
-    k = 1 + int(rng.integers(min(2, len(adj)))) if adj else 0
-    picks = sorted(rng.choice(len(adj), size=k, replace=False).tolist()) if k else []
-    adj_noun = " ".join([adj[i] for i in picks] + [nn])
-    f1 = feats[int(rng.integers(len(feats)))] if feats else "a plain shape"
-    tmpl = _pick(rng, LEVEL2 if feats else LEVEL2[:3])
-    out.append((2, _finish(tmpl.format(a_adj_noun=with_article(adj_noun), a_noun=with_article(nn), f1=f1), 2, rng)))
-    # level 3: everything
-    n_feat = min(len(feats), 1 + int(rng.integers(3)))
-    chosen = [feats[i] for i in sorted(rng.choice(len(feats), size=n_feat, replace=False).tolist())] if feats else [
-        "a simple shape"]
-    adjs_noun = " ".join(adj + [nn])
-    tmpl = _pick(rng, LEVEL3)
-    text = tmpl.format(a_adjs_noun=with_article(adjs_noun), adjs_noun=adjs_noun, fs=_join(chosen),
-                       a_noun=with_article(nn), noun=nn, color=color,
-                       material=material_noun.get(material, material))
-    out.append((3, _finish(text, 3, rng)))
+    if 4 in levels:  # one or two attributes, stated exactly (relevance needs to know which)
+        k = 1 + int(rng.integers(min(2, len(words)))) if words else 0
+        picks = sorted(rng.choice(len(words), size=k, replace=False).tolist()) if k else []
+        named = {words[i][0]: spec.attributes[words[i][0]] for i in picks}
+        adj_noun = " ".join([words[i][1] for i in picks] + [nn])
+        text = _pick(rng, ATTR_TEMPLATES).format(a_adj_noun=with_article(adj_noun))
+        out.append(_caption(4, _finish(text, 4, rng), path, named))
+    if INSTANCE_LEVEL in levels:  # everything: adjectives, leaf noun and whole-to-part phrases
+        color = "blue and white" if spec.attributes.get("pattern") == "blue and white" else spec.attributes.get("color", "plain")
+        material = spec.attributes.get("material", "wood")
+        n_feat = min(len(feats), 1 + int(rng.integers(3)))
+        chosen = [feats[i] for i in sorted(rng.choice(len(feats), size=n_feat, replace=False).tolist())] if feats \
+            else ["a simple shape"]
+        adjs_noun = " ".join([w for _, w in words] + [nn])
+        text = _pick(rng, INSTANCE_TEMPLATES).format(
+            a_adjs_noun=with_article(adjs_noun), adjs_noun=adjs_noun, fs=_join(chosen), a_noun=with_article(nn),
+            noun=nn, color=color, material=MATERIAL_NOUN.get(material, material))
+        out.append(_caption(INSTANCE_LEVEL, _finish(text, INSTANCE_LEVEL, rng), path))
     return out
 
 
@@ -177,7 +198,8 @@ def object_captions(spec: ShapeSpec, rng: np.random.Generator) -> List[Tuple[int
 def _count_phrase(category: str, k: int, rng) -> str:
     names = {"chair": "chairs", "table": "tables", "bookcase": "bookcases", "board": "boards", "sofa": "sofas",
              "cabinet": "cabinets", "lamp": "lamps", "cup": "cups", "bottle": "bottles", "bowl": "bowls",
-             "vase": "vases", "stool": "stools", "statue": "statues", "jar": "jars"}
+             "vase": "vases", "stool": "stools", "jar": "jars", "bench": "benches", "toilet": "toilets",
+             "bathtub": "bathtubs", "piano": "pianos", "coffee table": "coffee tables"}
     single = {"bookcase": "bookcase", "board": "whiteboard", "sofa": "sofa", "cabinet": "cabinet"}
     if k == 1:
         word = single.get(category, DISPLAY.get(category, [category])[0])
@@ -187,33 +209,36 @@ def _count_phrase(category: str, k: int, rng) -> str:
     return f"{count_word(k)} {names.get(category, category + 's')}"
 
 
-def scene_captions(category: str, attrs: Dict, rng: np.random.Generator) -> List[Tuple[int, str]]:
-    """One caption per level 0..3 for a room (``attrs`` from ``scenes.build_room``)."""
-    sup = _pick(rng, DISPLAY[super_category_of(category)])
-    room = noun(category, rng)
+def scene_captions(leaf: str, attrs: Dict, rng: np.random.Generator, levels: Sequence[int] = tuple(LEVELS)) -> List[Dict]:
+    """One caption per requested level for a room of ``leaf`` (``attrs`` from ``scenes.build_room``)."""
+    path = leaf_path(leaf)
+    out = node_captions(path, rng, [lv for lv in levels if lv <= 3])
+    room = noun(leaf, rng)
     objs = attrs["objects"]
     ranked = sorted(objs.items(), key=lambda kv: (-kv[1], kv[0]))
     phrases = [_count_phrase(c, k, rng) for c, k in ranked]
     a_room = with_article(room)
-    level0 = _pick(rng, ["{a_sup}.", "an indoor room.", "a room inside a building.", "it is {a_sup}.",
-                         "some kind of {sup}"]).format(a_sup=with_article(sup), sup=sup)
-    level1 = _pick(rng, ["{a_room}.", "this is {a_room}.", "{a_room}", "it is {a_room}."]).format(a_room=a_room)
-    if phrases:
-        level2 = _pick(rng, ["{a_room} with {p}.", "{a_size_room}." if attrs["size"] != "medium" else "{a_room} with {p}",
-                             "{a_room} that has {p}"]).format(
-            a_room=a_room, p=phrases[0], a_size_room=with_article(f"{attrs['size']} {room}"))
-        level3 = _pick(rng, [
-            "{a_size_room} with {ps}. the walls are {wall}.",
-            "this is {a_size_room}. it has {ps}. the floor is {floor}.",
-            "{a_room} with {wall} walls, {ps}",
-            "{a_size_room} that has {ps}, the floor is {floor}.",
-        ]).format(a_size_room=with_article(f"{attrs['size']} {room}" if attrs["size"] != "medium" else room), ps=_join(phrases[:4]),
-                  wall=attrs["wall_color"], floor=attrs["floor_color"], a_room=a_room, size=attrs["size"], room=room)
-    else:
-        level2 = f"an empty {room}."
-        level3 = f"an empty {attrs['size']} {room} with {attrs['wall_color']} walls and a {attrs['floor_color']} floor."
-    return [(0, _finish(level0, 0, rng)), (1, _finish(level1, 1, rng)), (2, _finish(level2, 2, rng)),
-            (3, _finish(level3, 3, rng))]
+    if 4 in levels:
+        options = [("wall_color", "{a_room} with {v} walls."), ("floor_color", "{a_room} with a {v} floor.")]
+        if attrs["size"] != "medium":
+            options.append(("size", "{a_v_room}."))
+        key, tmpl = options[int(rng.integers(len(options)))]
+        v = attrs[key]
+        text = tmpl.format(a_room=a_room, v=v, a_v_room=with_article(f"{v} {room}"))
+        out.append(_caption(4, _finish(text, 4, rng), path, {key: v}))
+    if INSTANCE_LEVEL in levels:
+        if phrases:
+            text = _pick(rng, [
+                "{a_size_room} with {ps}. the walls are {wall}.",
+                "this is {a_size_room}. it has {ps}. the floor is {floor}.",
+                "{a_room} with {wall} walls, {ps}",
+                "{a_size_room} that has {ps}, the floor is {floor}.",
+            ]).format(a_size_room=with_article(f"{attrs['size']} {room}" if attrs["size"] != "medium" else room),
+                      ps=_join(phrases[:4]), wall=attrs["wall_color"], floor=attrs["floor_color"], a_room=a_room)
+        else:
+            text = f"an empty {attrs['size']} {room} with {attrs['wall_color']} walls and a {attrs['floor_color']} floor."
+        out.append(_caption(INSTANCE_LEVEL, _finish(text, INSTANCE_LEVEL, rng), path))
+    return out
 
 
 def scene_part_phrases(placed, rng=None) -> List[Dict]:
@@ -228,6 +253,7 @@ def scene_part_phrases(placed, rng=None) -> List[Dict]:
 
 
 # --------------------------------------------------------------------------- realism statistics
+
 
 _WORD = re.compile(r"[a-z]+")
 

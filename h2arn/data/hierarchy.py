@@ -6,8 +6,8 @@ specific nodes crowd together), while hyperbolic space, whose volume grows expon
 them apart and orders them by distance from the origin. This module measures that claim on two
 trees, at equal dimension ``d`` (Euclidean ``R^d`` vs hyperboloid ``H^d`` with ``d`` space coordinates):
 
-* the benchmark's taxonomy: root > subset > super-category > category > attribute group > shape,
-  whose depths 2..5 match caption levels 0..3 (:func:`taxonomy_tree_from_metadata`);
+* the benchmark's taxonomy: root > subset > super-category > mid-category > category > leaf > attribute
+  group > shape, whose depths 2..7 match caption levels 0..5 (:func:`taxonomy_tree_from_metadata`);
 * a balanced tree (:func:`balanced_tree`).
 
 Two objectives, both optimised with Adam on free parameters (points in ``R^d``; tangent vectors at
@@ -99,9 +99,13 @@ def balanced_tree(branching: int, depth: int) -> Tree:
 
 def taxonomy_tree_from_metadata(metadata: dict, max_shapes_per_category: Optional[int] = None,
                                 splits: Sequence[str] = ("train", "val", "test")) -> Tree:
-    """root > subset > super-category > category > attribute group > shape, from ``metadata.json``.
+    """The benchmark's is-a tree down to the shapes, from ``metadata.json``.
 
-    Depth of a node = caption level + 2 (super-category captions are level 0, shape captions level 3).
+    Benchmark v4 (shapes carry ``taxonomy_path``): root > subset > super-category > mid-category > category >
+    leaf > attribute group > shape, so the depth of a node is its caption level + 2 (super-category captions
+    are level 0 at depth 2, leaf captions level 3 at depth 5, attribute captions level 4, shape captions 5).
+    Older metadata (no path): root > subset > super-category > category > attribute group > shape.
+    ``max_shapes_per_category`` caps the shapes kept per leaf (per category for old metadata).
     """
     b = _Builder()
     b.add("root", "root", None)
@@ -110,17 +114,26 @@ def taxonomy_tree_from_metadata(metadata: dict, max_shapes_per_category: Optiona
         s = metadata["shapes"][name]
         if s["split"] not in splits:
             continue
-        cat = s["category"]
-        if max_shapes_per_category is not None and per_cat.get(cat, 0) >= max_shapes_per_category:
+        path = list(s.get("taxonomy_path") or [s["super_category"], s["category"]])
+        key = path[-1]
+        if max_shapes_per_category is not None and per_cat.get(key, 0) >= max_shapes_per_category:
             continue
-        per_cat[cat] = per_cat.get(cat, 0) + 1
+        per_cat[key] = per_cat.get(key, 0) + 1
         attr = s["attributes"].get(ATTRIBUTE_KEY[s["subset"]], "any")
-        b.add(("sub", s["subset"]), s["subset"], "root")
-        b.add(("sup", s["super_category"]), s["super_category"], ("sub", s["subset"]))
-        b.add(("cat", cat), cat, ("sup", s["super_category"]))
-        b.add(("att", cat, attr), f"{attr} {cat}", ("cat", cat))
-        b.add(("shape", name), name, ("att", cat, attr))
+        parent = ("sub", s["subset"])
+        b.add(parent, s["subset"], "root")
+        for depth, node in enumerate(path):
+            k = ("node", tuple(path[:depth + 1]))
+            b.add(k, node, parent)
+            parent = k
+        b.add(("att", key, attr), f"{attr} {key}", parent)
+        b.add(("shape", name), name, ("att", key, attr))
     return b.tree()
+
+
+def caption_level_of_depth(tree: Tree) -> Dict[int, int]:
+    """``{tree depth: caption level}`` for the depths below the subsets (depth 2 = level 0, ...)."""
+    return {int(d): int(d) - 2 for d in sorted(set(tree.depth.tolist())) if d >= 2}
 
 
 # --------------------------------------------------------------------------- embedding

@@ -51,8 +51,7 @@ def make_views(n_shapes: int, fraction: float, n_points: int = 1024, seed: int =
             rng = np.random.default_rng([seed, 8, i, v, int(round(fraction * 1000))])
             xyz, rgb, pid = sample_spec(spec, n_points - n_red, rng)
             xyz, _, _ = normalize_unit_sphere(xyz)
-            xyz, rgb, pid, flag = add_redundancy(xyz, rgb, pid, n_red, rng)
-            xyz, _, _ = normalize_unit_sphere(xyz)
+            xyz, rgb, pid, flag = add_redundancy(xyz, rgb, pid, n_red, rng)  # after normalising: never rescales
             views[v].append(View(xyz, rgb, flag, i))
     return views
 

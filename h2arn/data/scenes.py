@@ -63,20 +63,32 @@ def build_cabinet(rng):
 ROOM_OBJECTS = {"bookcase": (build_bookcase, 1.9), "board": (build_board, 1.2), "sofa": (build_sofa, 0.85),
                 "cabinet": (build_cabinet, 1.2)}
 
-# per room type: (width range, depth range, list of (object, min count, max count))
+# per room leaf: (width range, depth range, list of (object, min count, max count)); the two leaves of a room
+# category share its function but differ in size and furniture, the way S3DIS rooms of one type vary
 ROOM_RECIPES: Dict[str, Tuple[Tuple[float, float], Tuple[float, float], List[Tuple[str, int, int]]]] = {
-    "office": ((3.5, 6.0), (3.0, 5.0), [("table", 1, 2), ("chair", 1, 4), ("bookcase", 0, 2), ("lamp", 0, 1),
-                                        ("cup", 0, 2), ("bottle", 0, 1)]),
-    "conferenceRoom": ((5.0, 8.0), (4.0, 6.0), [("table", 1, 1), ("chair", 4, 8), ("board", 1, 1), ("bottle", 0, 3)]),
-    "copyRoom": ((2.5, 4.0), (2.5, 4.0), [("cabinet", 2, 4), ("table", 1, 1), ("chair", 0, 1)]),
-    "hallway": ((8.0, 12.0), (1.8, 2.5), [("stool", 0, 2), ("vase", 0, 2), ("cabinet", 0, 1), ("board", 0, 1)]),
-    "lobby": ((5.0, 8.0), (5.0, 8.0), [("sofa", 1, 2), ("table", 1, 1), ("vase", 1, 2), ("statue", 0, 1)]),
-    "storage": ((2.5, 4.0), (2.5, 4.0), [("bookcase", 2, 4), ("cabinet", 1, 2), ("jar", 0, 3)]),
-    "pantry": ((3.0, 4.5), (3.0, 4.5), [("table", 1, 1), ("chair", 2, 4), ("cabinet", 1, 2), ("cup", 1, 3),
-                                        ("bowl", 0, 2)]),
-    "WC": ((2.0, 3.5), (2.0, 3.0), [("cabinet", 1, 2), ("bowl", 1, 2), ("board", 0, 1)]),
-    "lounge": ((4.0, 7.0), (4.0, 6.0), [("sofa", 1, 3), ("table", 1, 1), ("lamp", 1, 2), ("chair", 0, 2)]),
-    "auditorium": ((8.0, 12.0), (8.0, 12.0), [("chair", 8, 16), ("board", 1, 1), ("table", 0, 1)]),
+    "private office": ((3.0, 4.2), (3.0, 4.0), [("table", 1, 1), ("chair", 1, 2), ("bookcase", 1, 2), ("lamp", 0, 1),
+                                                ("cup", 0, 1)]),
+    "shared office": ((6.0, 9.0), (5.0, 7.0), [("table", 3, 5), ("chair", 3, 7), ("bookcase", 0, 2), ("cup", 0, 2),
+                                               ("bottle", 0, 1)]),
+    "photocopy room": ((2.5, 3.8), (2.5, 3.5), [("cabinet", 2, 4), ("table", 1, 1)]),
+    "print room": ((3.5, 5.0), (3.0, 4.0), [("table", 2, 3), ("cabinet", 1, 2), ("bookcase", 1, 1), ("chair", 0, 1)]),
+    "boardroom": ((5.0, 7.5), (4.0, 5.5), [("table", 1, 1), ("chair", 6, 10), ("board", 1, 1), ("bottle", 0, 3)]),
+    "seminar room": ((6.0, 9.0), (5.0, 7.0), [("table", 3, 6), ("chair", 6, 12), ("board", 1, 2)]),
+    "lecture hall": ((9.0, 13.0), (9.0, 12.0), [("chair", 12, 20), ("board", 1, 2), ("table", 1, 1)]),
+    "assembly hall": ((9.0, 13.0), (8.0, 11.0), [("chair", 6, 12), ("piano", 0, 1), ("bench", 2, 4)]),
+    "corridor": ((9.0, 13.0), (1.6, 2.2), [("stool", 0, 1), ("cabinet", 0, 1), ("board", 0, 1)]),
+    "gallery hallway": ((8.0, 11.0), (2.8, 3.6), [("vase", 2, 3), ("board", 1, 2), ("bench", 1, 2)]),
+    "entrance lobby": ((6.0, 9.0), (6.0, 9.0), [("sofa", 1, 2), ("table", 1, 1), ("vase", 1, 2), ("bench", 0, 1)]),
+    "waiting area": ((4.0, 6.0), (4.0, 5.5), [("chair", 4, 8), ("coffee table", 1, 1), ("sofa", 0, 1)]),
+    "shelf storeroom": ((2.5, 4.0), (2.5, 4.0), [("bookcase", 3, 5), ("jar", 0, 2)]),
+    "cabinet storeroom": ((2.5, 4.0), (2.5, 4.0), [("cabinet", 3, 5), ("jar", 0, 3), ("bottle", 0, 2)]),
+    "restroom": ((3.0, 4.5), (2.5, 3.5), [("toilet", 2, 4), ("cabinet", 1, 1)]),
+    "washroom": ((2.2, 3.2), (2.0, 3.0), [("toilet", 1, 1), ("bathtub", 1, 1), ("cabinet", 0, 1)]),
+    "kitchenette": ((2.5, 3.5), (2.5, 3.5), [("cabinet", 2, 3), ("table", 0, 1), ("cup", 1, 3), ("bottle", 0, 2)]),
+    "dining pantry": ((4.5, 6.5), (4.0, 6.0), [("table", 2, 3), ("chair", 4, 8), ("cabinet", 1, 1), ("bowl", 0, 2)]),
+    "sofa lounge": ((4.5, 7.0), (4.0, 6.0), [("sofa", 2, 3), ("coffee table", 1, 1), ("lamp", 1, 2)]),
+    "reading lounge": ((4.0, 6.0), (4.0, 5.5), [("bookcase", 2, 3), ("chair", 2, 4), ("lamp", 1, 2),
+                                                ("coffee table", 0, 1)]),
 }
 
 ON_TABLE = {"cup", "bottle", "bowl"}
@@ -102,15 +114,15 @@ def _place(spec: ShapeSpec, category: str, height: float, x: float, y: float, z:
 
 def _spec_height(spec: ShapeSpec) -> float:
     rng = np.random.default_rng(0)
-    pts = np.concatenate([p.sampler(16, rng) for p in spec.parts])
+    pts = np.concatenate([p.sampler(8, rng) for p in spec.parts])
     return float(pts[:, 1].max() - min(0.0, pts[:, 1].min()))
 
 
-def build_room(category: str, rng: np.random.Generator):
-    """Draw one room: returns (attributes, placed objects, room size (W, H, D))."""
-    (w0, w1), (d0, d1), recipe = ROOM_RECIPES[category]
+def build_room(leaf: str, rng: np.random.Generator):
+    """Draw one room of a taxonomy leaf: returns (attributes, placed objects, room size (W, H, D))."""
+    (w0, w1), (d0, d1), recipe = ROOM_RECIPES[leaf]
     W, D = rng.uniform(w0, w1), rng.uniform(d0, d1)
-    H = 3.0 if category != "auditorium" else 4.5
+    H = 3.0 if leaf not in ("lecture hall", "assembly hall") else 4.5
     wall_color = _choice(rng, ["white", "beige", "grey"])
     floor_color = _choice(rng, ["grey", "brown", "beige"])
     size = "large" if W * D > 25 else ("small" if W * D < 10 else "medium")
@@ -150,15 +162,21 @@ def _rotate_y(pts: np.ndarray, angle: float) -> np.ndarray:
     return pts @ np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])
 
 
-def sample_room(category: str, n: int, rng: np.random.Generator):
+def sample_room(leaf: str, n: int, rng: np.random.Generator, redundancy=(0.30, 0.48), build_rng=None):
     """Sample one room as ``n`` points: xyz (metres), rgb, part_id (object index, -1 walls/clutter), flag.
 
-    Returns (xyz, rgb, pid, flag, attributes, placed objects).
+    ``redundancy``: range of the share of flagged points (walls and floor ~80 % of it, clutter 10-20 %,
+    ghosts 0-10 %). Returns (xyz, rgb, pid, flag, attributes, placed objects); ``attributes["box_m"]`` is the
+    room's (W, H, D): rooms are normalised by that box, never by where the flagged points happen to fall.
+    ``build_rng`` (default ``rng``) draws the room itself, so a separate stream keeps the room fixed while
+    the redundancy changes.
     """
-    attributes, placed, (W, H, D) = build_room(category, rng)
-    support_share = rng.uniform(0.30, 0.45)
-    clutter_share = rng.uniform(0.03, 0.08)
-    ghost_share = rng.uniform(0.0, 0.04)
+    attributes, placed, (W, H, D) = build_room(leaf, build_rng if build_rng is not None else rng)
+    attributes["box_m"] = [round(float(W), 4), round(float(H), 4), round(float(D), 4)]
+    total = float(rng.uniform(*redundancy))
+    clutter_share = total * rng.uniform(0.1, 0.2)
+    ghost_share = total * rng.uniform(0.0, 0.1)
+    support_share = total - clutter_share - ghost_share
     n_support = int(round(n * support_share))
     n_clutter = int(round(n * clutter_share))
     n_ghost = int(round(n * ghost_share))
@@ -189,7 +207,7 @@ def sample_room(category: str, n: int, rng: np.random.Generator):
             pid.append(np.full(c, -1)); flag.append(np.full(c, 2))
     if n_clutter:
         ref = obj_xyz if len(obj_xyz) else np.array([[-W / 2, 0, -D / 2], [W / 2, 1, D / 2]])
-        p_, c_ = clutter_points(ref, n_clutter, rng)
+        p_, c_ = clutter_points(ref, n_clutter, rng, radius=0.35 * min(W, D))
         p_[:, 1] = np.abs(p_[:, 1])
         xyz.append(p_); rgb.append(c_); pid.append(np.full(n_clutter, -1)); flag.append(np.full(n_clutter, 3))
     if n_ghost:

@@ -1,0 +1,31 @@
+"""Per-token redundancy shares: they follow the encoder's own tokenisation exactly (the RISD oracle relies on it)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from h2arn.data.redundancy import token_redundancy
+from h2arn.data.synthetic import make_artefact
+from h2arn.encoders.tokens import fps_downsample, pool_tokens
+
+
+@pytest.mark.parametrize("pooling", ["spatial", "index"])
+def test_token_shares_match_the_encoder_pooling(pooling):
+    table, _, _ = make_artefact(7, "park bench", seed=0, n_points=700, redundancy=(0.3, 0.3))
+    pts, flags = table[:, :6], table[:, 7]
+    share = token_redundancy(pts, flags, num_points=512, num_tokens=40, pooling=pooling)
+    # max-pool the flag itself through the encoder's pooling: a token is 1 iff a flagged point feeds it
+    down = fps_downsample(torch.as_tensor(np.concatenate([pts, flags[:, None]], 1), dtype=torch.float32), 512)
+    tok, mask = pool_tokens((down[None, :, 6:7] > 0).float(), down[None, :, :3], 40, pooling)
+    any_flag = tok[0, :, 0].numpy() > 0
+    valid = mask[0].numpy()
+    assert np.array_equal(np.isfinite(share), valid)
+    assert np.array_equal(share[valid] > 0, any_flag[valid])
+    assert 0 < np.nanmean(share) < 1
+
+
+def test_clean_cloud_has_no_redundant_tokens():
+    table, _, _ = make_artefact(7, "mug", seed=0, n_points=300, redundancy=(0.0, 0.0))
+    share = token_redundancy(table[:, :6], table[:, 7], num_points=256, num_tokens=16)
+    assert np.nanmax(share) == 0.0
