@@ -51,7 +51,7 @@ __all__ = ["RECALL_KS", "ranks_text_to_cloud", "ranks_cloud_to_text", "retrieval
            "ndcg_at_k", "chance_average_precision", "chance_recall", "ceiling_recall", "hierarchy_metrics",
            "evaluate_similarity",
            "encode_all", "similarity_in_blocks", "embed_split", "evaluate_split", "evaluate_run",
-           "hierarchy_check", "top_k_clouds"]
+           "hierarchy_check", "top_k_clouds", "engagement"]
 
 RECALL_KS = (1, 5, 10)
 
@@ -441,3 +441,88 @@ def top_k_clouds(run_dir: str | Path, query_indices: Sequence[int], k: int = 5, 
                     "top_meta": [data.meta[owners[j][0]] if owners[j] else {} for j in top],
                     "scores": [float(row[j]) for j in top]})
     return out
+
+
+# --------------------------------------------------------------------------- is the geometry engaged?
+
+def _token_redundancy_of(links: Sequence[Path], pc_model: str = "PointNet") -> Tensor | None:
+    """Per-token redundancy shares ``(N_pc, T)`` of the clouds behind ``links`` (link order), or None if absent."""
+    parts = []
+    for link in map(Path, links):
+        subset, split = link.stem.split("_link_")
+        path = link.parent / subset / split / f"pc_redundancy_{pc_model}.pt"
+        if not path.is_file():
+            return None
+        parts.append(torch.load(path, map_location="cpu", weights_only=True).float())
+    return torch.cat(parts) if parts else None
+
+
+@torch.no_grad()
+def engagement(run_dir: str | Path, split: str = "test", device: str = "auto", batch_size: int = 256) -> dict:
+    """Is the hyperbolic machinery doing anything in this trained run? (replication audit, section 2)
+
+    * ``cone_inside``: share of (caption, its cloud) pairs whose cloud lies inside the caption's entailment cone
+      (exterior angle <= half-aperture, with the run's K or relative aperture); NaN for Euclidean runs;
+    * ``radius_text``/``radius_cloud`` and ``radius_text_by_level``: mean distance to the origin (hyperbolic);
+    * ``eff_tokens_text``/``eff_tokens_cloud``: effective number of pooled tokens ``exp(entropy)`` of the
+      aggregation weights, with ``valid_tokens_*`` (uniform pooling uses them all);
+    * ``redundant_weight_mass`` vs ``redundant_uniform_mass``: pooling weight on cloud tokens with more than half of
+      their points flagged redundant, against what uniform pooling puts there (present with benchmark v4 features).
+    """
+    from . import lorentz as L
+    from .aggregation import effective_tokens
+
+    dev = resolve_device(device)
+    model, payload = load_trained(run_dir, str(dev))
+    links = test_links_of(run_dir, split)
+    data = load_feature_splits(links)
+    out: dict = {"split": split, "hyperbolic": bool(model.hyperbolic)}
+    for name, tok, msk in (("text", data.txt, data.txt_mask), ("cloud", data.pc, data.pc_mask)):
+        eff, valid, weights = [], [], []
+        for s in range(0, tok.shape[0], batch_size):
+            t, m = tok[s:s + batch_size].to(dev), msk[s:s + batch_size].to(dev)
+            w = model.contributions(t, m, name).float().cpu()
+            eff.append(effective_tokens(w))
+            valid.append(m.sum(dim=1).float().cpu())
+            weights.append(w)
+        out[f"eff_tokens_{name}"] = float(torch.cat(eff).mean())
+        out[f"valid_tokens_{name}"] = float(torch.cat(valid).mean())
+        if name == "cloud":
+            shares = _token_redundancy_of(links)
+            if shares is not None and shares.shape[0] == data.num_clouds:
+                w = torch.cat([_pad_columns(x, shares.shape[1]) for x in weights])
+                red = (torch.nan_to_num(shares, nan=0.0) > 0.5) & data.pc_mask.bool()[:, :shares.shape[1]]
+                uniform = data.pc_mask.float()[:, :shares.shape[1]]
+                uniform = uniform / uniform.sum(dim=1, keepdim=True).clamp_min(1)
+                out["redundant_weight_mass"] = float((w * red).sum(dim=1).mean())
+                out["redundant_uniform_mass"] = float((uniform * red).sum(dim=1).mean())
+                out["redundant_token_share"] = float(red.float().sum() / data.pc_mask[:, :shares.shape[1]].sum())
+    t_emb, p_emb = embed_split(model, data, dev, batch_size)
+    if model.hyperbolic:
+        c = model.curvature()
+        loss_cfg = payload.get("loss_config") or {}
+        own = p_emb[data.txt_to_pc.to(p_emb.device)]
+        aperture = loss_cfg.get("cone_aperture")
+        if aperture:
+            from .losses import relative_K
+            K = relative_K(t_emb, c, aperture)
+        else:
+            K = float(loss_cfg.get("K", 0.1))
+        inside = L.exterior_angle(t_emb, own, c) <= L.half_aperture(t_emb, c, K)
+        out["cone_inside"] = float(inside.float().mean())
+        rt, rp = L.dist0(t_emb, c).cpu(), L.dist0(p_emb, c).cpu()
+        out["radius_text"], out["radius_cloud"] = float(rt.mean()), float(rp.mean())
+        levels = [m.get("level") for m in data.meta]
+        if levels and all(lv is not None for lv in levels):
+            lv = torch.tensor(levels)
+            out["radius_text_by_level"] = {str(int(k)): float(rt[lv == k].mean()) for k in sorted(set(levels))}
+    else:
+        out["cone_inside"] = float("nan")
+    return out
+
+
+def _pad_columns(w: Tensor, width: int) -> Tensor:
+    """Pad or cut ``(B, L)`` weights to ``width`` columns (token files and trimmed batches may differ in L)."""
+    if w.shape[1] >= width:
+        return w[:, :width]
+    return torch.nn.functional.pad(w, (0, width - w.shape[1]))
