@@ -68,16 +68,18 @@ def _scalar_metrics(m: dict) -> dict:
 def evaluate_variant_seed(profile: str, variant: str, seed: int, device: str = "cpu") -> tuple[dict, dict]:
     """``(metrics, run_info)`` of one cached run (trained if missing)."""
     from h2arn.course.experiments import ensure_trained
-    from h2arn.evaluate import evaluate_run
+    from h2arn.evaluate import engagement, evaluate_run
     from h2arn.runs import read_metrics
 
     run = ensure_trained(profile, variant, device, seed=seed)
     m = evaluate_run(run, "test", device, per_query=True)
+    eng = engagement(run, "test", device)
     rm = read_metrics(run)
     last = rm["epochs"][-1] if rm.get("epochs") else {}
     info = {"run_dir": _relative(run), "best_epoch": rm["best"]["epoch"],
             "scalars_last_epoch": last.get("scalars", {}),
             "entail_active_frac_last_epoch": last.get("loss", {}).get("entail_active_frac"),
+            "engagement": {k: v for k, v in eng.items() if isinstance(v, (int, float, dict))},
             "wall_s": rm.get("wall_s"), "data": {k: rm["data"][k] for k in ("train_links", "train_clouds",
                                                                            "val_links", "val_clouds")}}
     return m, info
@@ -122,7 +124,7 @@ def collect(profile: str = "ci", seeds: Sequence[int] = range(5), variants: Sequ
                               "mean": {k: mean_interval([r[k] for r in rows]) for k in KEY_METRICS}}
     out["wall_s"] = time.perf_counter() - t0
     ref = first
-    out["gallery"] = {"clouds": ref.get("gallery_clouds"), "captions": ref.get("n_txt"),
+    out["gallery"] = {"clouds": ref.get("gallery_clouds"), "captions": int(ref.get("n_txt", 0)),
                       "relevant_per_caption": ref.get("relevant_per_caption")}
     out["chance"] = {k[len("chance_"):]: v for k, v in ref.items() if k.startswith("chance_")}
     out["ceiling"] = {k[len("ceiling_"):]: v for k, v in ref.items() if k.startswith("ceiling_")}
@@ -216,13 +218,60 @@ def study_figure(study: dict, summary: dict, profile: str) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------- the paper's claims
+
+# (claim, variant compared with H2ARN, what the paper says: the variant is WORSE than H2ARN)
+PAPER_CLAIMS = (
+    ("hyperbolic space beats Euclidean space (H2ARN vs Eu + MP)", "euclidean"),
+    ("contribution-aware aggregation beats mean pooling", "mean_pool"),
+    ("the entailment-cone loss helps", "no_cone"),
+    ("a learned curvature helps (vs c = 1 fixed)", "fixed_curvature"),
+)
+
+
+def verdict(interval: dict) -> str:
+    """Paper's direction = the variant is below H2ARN (difference variant - H2ARN < 0)."""
+    if interval is None or interval.get("n", 0) < 2 or math.isnan(interval.get("lo", math.nan)):
+        return "not measured"
+    if interval["hi"] < 0:
+        return "supported"
+    if interval["lo"] > 0:
+        return "contradicted"
+    return "not separable"
+
+
+def claims(res: dict) -> list[dict]:
+    """Each claim of the paper with the paired difference (variant - H2ARN) on the headline metric and Rsum."""
+    out = []
+    for text, v in PAPER_CLAIMS:
+        comp = res["paired_vs_h2arn"].get(v)
+        if comp is None:
+            out.append({"claim": text, "variant": v, "verdict": "not measured"})
+            continue
+        out.append({"claim": text, "variant": v, "hmAP": comp[HEADLINE], "rsum": comp["rsum"],
+                    "verdict": verdict(comp[HEADLINE]), "verdict_rsum": verdict(comp["rsum"])})
+    return out
+
+
+def claims_table(res: dict) -> list[str]:
+    lines = ["| claim of the paper | variant − H2ARN, T→3D hmAP | verdict (hmAP) | variant − H2ARN, Rsum | verdict (Rsum) |",
+             "|---|---|---|---|---|"]
+    for c in claims(res):
+        if c["verdict"] == "not measured":
+            lines.append(f"| {c['claim']} | – | not measured | – | – |")
+            continue
+        lines.append(f"| {c['claim']} | {format_interval(c['hmAP'], signed=True)} | **{c['verdict']}** | "
+                     f"{format_interval(c['rsum'], signed=True)} | {c['verdict_rsum']} |")
+    return lines
+
+
 # --------------------------------------------------------------------------- markdown
 
 def _f(x, nd=1) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
-def _headline(res: dict) -> str:
+def headline(res: dict) -> str:
     p = res["paired_vs_h2arn"].get("euclidean", {}).get(HEADLINE)
     if not p:
         return "The Euclidean baseline was not run."
@@ -240,7 +289,7 @@ def _headline(res: dict) -> str:
             f"(95 % t-interval; chance {_f(res['chance'].get('t2p_hmAP'))}, ceiling 100).")
 
 
-def _main_table(res: dict) -> list[str]:
+def main_table(res: dict) -> list[str]:
     cols = list(KEY_METRICS)
     lines = ["| variant | " + " | ".join(KEY_METRICS[c] for c in cols) + " | paper Rsum |",
              "|---|" + "---|" * (len(cols) + 1)]
@@ -252,7 +301,7 @@ def _main_table(res: dict) -> list[str]:
     return lines
 
 
-def _paired_table(res: dict) -> list[str]:
+def paired_table(res: dict) -> list[str]:
     cols = list(KEY_METRICS)
     lines = ["| variant − H2ARN | " + " | ".join(KEY_METRICS[c] for c in cols) + " | bootstrap T→3D hmAP |",
              "|---|" + "---|" * (len(cols) + 1)]
@@ -262,7 +311,7 @@ def _paired_table(res: dict) -> list[str]:
     return lines
 
 
-def _level_table(res: dict, variants=("h2arn", "euclidean")) -> list[str]:
+def level_table(res: dict, variants=("h2arn", "euclidean")) -> list[str]:
     lines = ["| caption level | n captions | relevant clouds / caption | R@1 ceiling | R@5 ceiling | chance hmAP | "
              + " | ".join(f"{v} R@1 | {v} hmAP" for v in variants if v in res["per_level"]) + " |",
              "|---|---|---|---|---|---|" + "---|---|" * sum(v in res["per_level"] for v in variants)]
@@ -278,16 +327,29 @@ def _level_table(res: dict, variants=("h2arn", "euclidean")) -> list[str]:
     return lines
 
 
-def _engagement_table(res: dict) -> list[str]:
-    lines = ["| variant | curvature c | alpha text | alpha cloud | T text | T cloud | cone hinge active (last epoch) |",
-             "|---|---|---|---|---|---|---|"]
+def engagement_table(res: dict) -> list[str]:
+    """Learnable scalars after training, cone satisfaction and pooling statistics on test (mean over seeds)."""
+    lines = ["| variant | curvature c | T text | T cloud | positives inside their cone (test) | mean radius text / cloud "
+             "| effective pooled tokens text / cloud (of valid) | weight on redundant cloud tokens (uniform) |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def m(rows, key, nd=3):
+        vals = [r.get(key) for r in rows if r.get(key) is not None and not math.isnan(r.get(key))]
+        return _f(sum(vals) / len(vals), nd) if vals else "n/a"
+
     for v, d in res["variants"].items():
         sc = [r["scalars_last_epoch"] for r in d["per_seed"]]
-        act = [r["entail_active_frac_last_epoch"] for r in d["per_seed"] if r["entail_active_frac_last_epoch"] is not None]
-        cells = [format_interval(mean_interval([s.get(k, math.nan) for s in sc]), 3)
-                 for k in ("curvature", "alpha_txt", "alpha_pcd", "temp_txt", "temp_pcd")]
-        a = mean_interval(act) if act and v not in ("euclidean", "euclidean_ca") else None
-        lines.append(f"| {v} | " + " | ".join(cells) + f" | {format_interval(a, 2) if a else 'n/a'} |")
+        eng = [r.get("engagement", {}) for r in d["per_seed"]]
+        hyper = eng and eng[0].get("hyperbolic")
+        contribution = v not in ("euclidean", "mean_pool")
+        cells = [m(sc, "curvature") if hyper and v != "fixed_curvature" else "n/a",
+                 m(sc, "temp_txt") if contribution else "n/a", m(sc, "temp_pcd") if contribution else "n/a",
+                 m(eng, "cone_inside", 3) if hyper else "n/a",
+                 f"{m(eng, 'radius_text', 2)} / {m(eng, 'radius_cloud', 2)}" if hyper else "unit vectors",
+                 f"{m(eng, 'eff_tokens_text', 1)} / {m(eng, 'eff_tokens_cloud', 1)} "
+                 f"({m(eng, 'valid_tokens_text', 1)} / {m(eng, 'valid_tokens_cloud', 1)})",
+                 f"{m(eng, 'redundant_weight_mass')} ({m(eng, 'redundant_uniform_mass')})"]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -312,7 +374,7 @@ def render_markdown(res: dict, studies: Sequence[dict]) -> str:
     """The ``docs/results.md`` section of one profile."""
     p = res["profile"]
     cfg = res["config"]
-    lines = [f"<!-- profile:{p}:begin -->", f"## `{p}` profile", "", "**Headline.** " + _headline(res), "",
+    lines = [f"<!-- profile:{p}:begin -->", f"## `{p}` profile", "", "**Headline.** " + headline(res), "",
              f"* **Command:** `{res['command']}` (writes this section, `docs/results_{p}.json` and, for `ci`, the README's "
              "results).",
              f"* **Model:** d_model {cfg['d_model']}, {cfg['nhead']} heads, {cfg['num_layers']} layer(s), batch "
@@ -327,13 +389,18 @@ def render_markdown(res: dict, studies: Sequence[dict]) -> str:
              "satisfies it at the caption's level); nDCG@10 with graded relevance from the taxonomy. Chance = "
              "a uniformly random ranking; ceiling = the best any model can reach on this gallery (instance recall is "
              "capped because generic captions are true of several clouds).", ""]
-    lines += _main_table(res) + ["", "**Paired differences** (variant − H2ARN, same seeds, 95 % t-interval; "
+    lines += ["**The paper's claims on this benchmark** (supported = the paired 95 % interval excludes 0 in the "
+              "paper's direction; contradicted = it excludes 0 the other way):", ""] + claims_table(res) + [""]
+    lines += main_table(res) + ["", "**Paired differences** (variant − H2ARN, same seeds, 95 % t-interval; "
                                  "the last column is a paired bootstrap over test captions of the seed-averaged AP):", ""]
-    lines += _paired_table(res) + ["", "**Per caption level** (0 = most generic). The ceiling is the instance R@K of a "
+    lines += paired_table(res) + ["", "**Per caption level** (0 = most generic). The ceiling is the instance R@K of a "
                                    "perfect model that cannot tell apart the clouds satisfying the caption:", ""]
-    lines += _level_table(res) + ["", "**Is the hyperbolic machinery engaged?** Learnable scalars after the last epoch "
-                                  "and the share of positive pairs outside their entailment cone:", ""]
-    lines += _engagement_table(res) + [""]
+    lines += level_table(res) + ["", "**Is the hyperbolic machinery engaged?** Learnable scalars after the last epoch "
+                                  "and the share of test (caption, own cloud) pairs inside the caption's entailment cone, the mean distance to "
+                                  "the origin, the effective number of pooled tokens (exp of the weights' entropy) and the "
+                                  "pooling weight on cloud tokens that are more than half redundant points (uniform pooling's "
+                                  "in brackets):", ""]
+    lines += engagement_table(res) + [""]
     for st in studies:
         lines += _study_section(st, p) + [""]
     missing = [n for n in ("dimension", "depth", "redundancy", "scale") if n not in {s["study"] for s in studies}]
@@ -363,7 +430,7 @@ def _replace_between(text: str, begin: str, end: str, body: str) -> str:
 
 def readme_block(res: dict) -> str:
     return "\n".join([README_BEGIN, "", "**Headline (`ci`, measured by `python -m h2arn.course.report --profile ci`).** "
-                      + _headline(res), ""] + _main_table(res)
+                      + headline(res), ""] + main_table(res)
                      + ["", "Paired differences vs H2ARN and per-level results, chance levels, ceilings and the studies: "
                         "[`docs/results.md`](docs/results.md).", "", README_END])
 
@@ -410,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     studies = [s for s in (load_study(args.profile, n) for n in STUDIES) if s]
     paths = write_report(res, studies)
-    print(_headline(res))
+    print(headline(res))
     for k, v in paths.items():
         print(f"wrote {k}: {v}")
     return 0
