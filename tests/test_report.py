@@ -40,3 +40,29 @@ def test_committed_ci_numbers_are_reproduced_by_the_current_code(committed, vari
     for key in ("rsum", "t2p_hmAP", "p2t_hmAP", "t2p_nDCG@10"):
         assert m[key] == pytest.approx(row[key], abs=1e-3), f"{variant} seed 0 {key}: now {m[key]:.3f}, " \
                                                           f"committed {row[key]:.3f}. {FIX}"
+
+
+def _fake_study(compare: str) -> dict:
+    runs = []
+    for value in (2, 4):
+        for variant, shift in (("h2arn", 0.0), ("euclidean", 1.0)):
+            for seed in range(5):
+                runs.append({"value": value, "variant": variant, "seed": seed,
+                             "metrics": {"t2p_hmAP": 40.0 + value + shift + seed + (0.1 * seed if shift else 0)}})
+    return {"study": "dimension", "axis": "d_model", "values": [2, 4], "variants": ["h2arn", "euclidean"],
+            "seeds": list(range(5)), "question": "?", "runs": runs, "compare": compare, "split": "test",
+            "command": "python -m h2arn.course.studies run dimension --profile ci --seeds 5"}
+
+
+def test_study_summary_pairs_over_seeds(tmp_path, monkeypatch):
+    from h2arn.course import report
+
+    s = report.summarise_study(_fake_study("variants"))
+    p = s["rows"][0]["paired"]["euclidean"]
+    assert p["n"] == 5 and p["mean"] == pytest.approx(1.2) and p["lo"] > 0    # seed effect cancels in the pairs
+    s2 = report.summarise_study(_fake_study("values"))
+    assert s2["rows"][1]["paired"]["h2arn"]["mean"] == pytest.approx(2.0)     # value 4 vs value 2
+    monkeypatch.setattr("h2arn.paths.figures_dir", lambda: tmp_path)
+    monkeypatch.setattr(report, "repo_root", lambda: tmp_path.parent)
+    text = "\n".join(report.study_section(_fake_study("variants"), "ci"))
+    assert "euclidean − h2arn" in text and "+1.2 [" in text

@@ -159,21 +159,30 @@ def collect(profile: str = "ci", seeds: Sequence[int] = range(5), variants: Sequ
 # --------------------------------------------------------------------------- studies
 
 def summarise_study(study: dict, metric: str = HEADLINE) -> dict:
-    """Per axis value: each variant's mean with t interval, and the paired difference of every variant vs the first."""
+    """Per axis value: each variant's mean with t interval, and paired differences (same seeds).
+
+    ``compare == "variants"`` (default): every variant vs the first one at the same value (e.g. Euclidean − H2ARN);
+    ``compare == "values"``: every value vs the first value for the same variant (e.g. an option vs the default).
+    """
     variants = study["variants"]
-    out = {"metric": metric, "rows": []}
+    by_values = study.get("compare") == "values"
+    out = {"metric": metric, "rows": [], "compare": "values" if by_values else "variants"}
+
+    def seeds_of(value, variant):
+        return {r["seed"]: r["metrics"].get(metric) for r in study["runs"]
+                if r["value"] == value and r["variant"] == variant}
+
     for value in study["values"]:
-        runs = [r for r in study["runs"] if r["value"] == value]
-        if not runs:
+        if not any(r["value"] == value for r in study["runs"]):
             continue
         row = {"value": value, "variants": {}, "paired": {}}
-        by = {v: {r["seed"]: r["metrics"].get(metric) for r in runs if r["variant"] == v} for v in variants}
         for v in variants:
-            row["variants"][v] = mean_interval(list(by[v].values()))
-        ref = variants[0]
-        for v in variants[1:]:
-            common = sorted(set(by[ref]) & set(by[v]))
-            row["paired"][v] = paired_t_interval([by[ref][s] for s in common], [by[v][s] for s in common])
+            row["variants"][v] = mean_interval(list(seeds_of(value, v).values()))
+        pairs = ([(v, seeds_of(study["values"][0], v), seeds_of(value, v)) for v in variants] if by_values else
+                 [(v, seeds_of(value, variants[0]), seeds_of(value, v)) for v in variants[1:]])
+        for v, ref, other in pairs:
+            common = sorted(set(ref) & set(other))
+            row["paired"][v] = paired_t_interval([ref[s] for s in common], [other[s] for s in common])
         out["rows"].append(row)
     return out
 
@@ -186,7 +195,8 @@ def study_figure(study: dict, summary: dict, profile: str) -> Path:
     from h2arn.paths import save_figure
 
     variants = study["variants"]
-    xs = [r["value"] for r in summary["rows"]]
+    categorical = summary["compare"] == "values" or any(isinstance(r["value"], str) for r in summary["rows"])
+    xs = list(range(len(summary["rows"]))) if categorical else [r["value"] for r in summary["rows"]]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for v in variants:
         m = [r["variants"][v]["mean"] for r in summary["rows"]]
@@ -195,15 +205,15 @@ def study_figure(study: dict, summary: dict, profile: str) -> Path:
         a1.plot(xs, m, marker="o", label=v)
         a1.fill_between(xs, lo, hi, alpha=0.2)
     a1.set_xlabel(study["axis"])
-    a1.set_ylabel(f"test {summary['metric']} (%)")
+    a1.set_ylabel(f"{study.get('split', 'test')} {summary['metric']} (%)")
     a1.legend()
     a1.set_title(f"{study['study']}: mean and 95 % t-interval over seeds")
-    for v in variants[1:]:
-        m = [r["paired"][v]["mean"] for r in summary["rows"]]
-        lo = [r["paired"][v]["lo"] for r in summary["rows"]]
-        hi = [r["paired"][v]["hi"] for r in summary["rows"]]
+    for v in _paired_names(summary):
+        m = [r["paired"].get(v, {}).get("mean", math.nan) for r in summary["rows"]]
+        lo = [r["paired"].get(v, {}).get("lo", math.nan) for r in summary["rows"]]
+        hi = [r["paired"].get(v, {}).get("hi", math.nan) for r in summary["rows"]]
         a2.errorbar(xs, m, yerr=[[a - b for a, b in zip(m, lo)], [b - a for a, b in zip(m, hi)]], marker="o",
-                    capsize=3, label=f"{v} − {variants[0]}")
+                    capsize=3, label=_paired_label(study, summary, v))
     a2.axhline(0, color="black", lw=0.8)
     a2.set_xlabel(study["axis"])
     a2.set_ylabel("paired difference (points)")
@@ -212,6 +222,9 @@ def study_figure(study: dict, summary: dict, profile: str) -> Path:
     if study["study"] == "dimension":
         a1.set_xscale("log", base=2)
         a2.set_xscale("log", base=2)
+    if categorical:
+        for ax in (a1, a2):
+            ax.set_xticks(xs, [str(r["value"]) for r in summary["rows"]], rotation=20, fontsize=7)
     fig.tight_layout()
     path = save_figure(fig, f"study_{study['study']}_{profile}")
     plt.close(fig)
@@ -353,19 +366,37 @@ def engagement_table(res: dict) -> list[str]:
     return lines
 
 
-def _study_section(study: dict, profile: str) -> list[str]:
+def _paired_names(summary: dict) -> list[str]:
+    names: list[str] = []
+    for r in summary["rows"]:
+        names += [k for k in r["paired"] if k not in names]
+    return names
+
+
+def _paired_label(study: dict, summary: dict, v: str) -> str:
+    if summary["compare"] == "values":
+        return f"{v}: option − {study['values'][0]}"
+    return f"{v} − {study['variants'][0]}"
+
+
+def study_section(study: dict, profile: str) -> list[str]:
     s = summarise_study(study)
     fig = study_figure(study, s, profile)
     variants = study["variants"]
+    names = _paired_names(s)
+    split = study.get("split", "test")
+    against = f"`{study['values'][0]}`" if s["compare"] == "values" else f"`{variants[0]}`"
     lines = [f"### Study: {study['study']} — {study['question']}", "",
-             f"Command: `{study['command']}`. Seeds: {study['seeds']}. Metric: test text→3D hierarchy-aware mAP (%), "
-             f"mean [95 % t-interval] over seeds; paired differences vs `{variants[0]}` (same seeds).", "",
+             f"Command: `{study['command']}`. Seeds: {study['seeds']}. Metric: {split} text→3D hierarchy-aware mAP (%), "
+             f"mean [95 % t-interval] over seeds; paired differences vs {against} (same seeds).", "",
              f"![{study['study']}](../{Path(fig).relative_to(repo_root())})", "",
-             f"| {study['axis']} | " + " | ".join(variants) + " | " + " | ".join(f"{v} − {variants[0]}" for v in variants[1:])
-             + " |", "|---|" + "---|" * (2 * len(variants) - 1)]
+             f"| {study['axis']} | " + " | ".join(variants) + " | " + " | ".join(_paired_label(study, s, v) for v in names)
+             + " |", "|---|" + "---|" * (len(variants) + len(names))]
     for r in s["rows"]:
-        cells = [str(r["value"])] + [format_interval(r["variants"][v]) for v in variants] + \
-                [format_interval(r["paired"][v], signed=True) + f" (n {r['paired'][v]['n']})" for v in variants[1:]]
+        cells = [str(r["value"])] + [format_interval(r["variants"][v]) for v in variants]
+        for v in names:
+            p = r["paired"].get(v)
+            cells.append(format_interval(p, signed=True) + f" (n {p['n']})" if p and p["n"] else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -402,7 +433,7 @@ def render_markdown(res: dict, studies: Sequence[dict]) -> str:
                                   "in brackets):", ""]
     lines += engagement_table(res) + [""]
     for st in studies:
-        lines += _study_section(st, p) + [""]
+        lines += study_section(st, p) + [""]
     missing = [n for n in ("dimension", "depth", "redundancy", "scale") if n not in {s["study"] for s in studies}]
     if missing:
         lines += [f"Studies not run yet under `{p}`: {', '.join(missing)} (`python -m h2arn.course.studies run <study> "

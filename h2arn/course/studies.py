@@ -44,6 +44,19 @@ def _dim_overrides(d: int) -> dict:
     return {} if d == 32 else {"d_model": d, "nhead": 1 if d < 4 else 2}
 
 
+# Section 3 of issue 11: training options that engage the geometry, measured on VALIDATION (selection, not test)
+TRAINING_OPTIONS: dict[str, dict] = {
+    "default": {},
+    "hierarchy_positives": {"positives": "hierarchy"},
+    "scalar_lr": {"scalar_lr": 0.05},
+    "cone_aperture": {"cone_aperture": 0.8},
+    "relative_temperature": {"agg_temp_relative": True, "agg_temp_init": 1.0},
+    "all": {"positives": "hierarchy", "scalar_lr": 0.05, "cone_aperture": 0.8, "agg_temp_relative": True,
+            "agg_temp_init": 1.0},
+}
+# options that change nothing for the Euclidean baseline (no cone, mean pooling, no curvature) are not run for it
+_EUCLIDEAN_OPTIONS = ("default", "hierarchy_positives")
+
 # study -> {axis, values, variants, overrides(value) -> ensure_trained overrides, data(value) -> generator knobs}
 STUDIES: dict[str, dict] = {
     "dimension": {"axis": "d_model", "values": DIMENSIONS, "variants": ("h2arn", "euclidean"),
@@ -57,6 +70,10 @@ STUDIES: dict[str, dict] = {
                    "overrides": None, "data": lambda v: {"redundancy": (v, v)},
                    "question": "does contribution weighting discount redundant points as redundancy grows "
                                "(vs mean pooling, and vs the oracle that drops flagged tokens)?"},
+    "options": {"axis": "training option", "values": tuple(TRAINING_OPTIONS), "variants": ("h2arn", "euclidean"),
+                "overrides": lambda v: dict(TRAINING_OPTIONS[v]), "data": None, "split": "val", "compare": "values",
+                "applies": lambda value, variant: variant != "euclidean" or value in _EUCLIDEAN_OPTIONS,
+                "question": "which training options engage the geometry and help, on VALIDATION (section 3)?"},
     "scale": {"axis": "training shapes per leaf", "values": (1, 2, 3), "variants": ("h2arn", "euclidean"),
               "overrides": None, "data": lambda v: {"train_per_leaf": v},
               "question": "does the gap close or widen with more training shapes?"},
@@ -80,6 +97,8 @@ def study_runs(study: str, seeds: Sequence[int]) -> list[dict]:
     out = []
     for value in spec["values"]:
         for variant in spec["variants"]:
+            if "applies" in spec and not spec["applies"](value, variant):
+                continue
             for seed in seeds:
                 ov = dict(spec["overrides"](value)) if spec["overrides"] else {}
                 knobs = spec["data"](value) if spec["data"] else None
@@ -126,13 +145,14 @@ def run_study(study: str, profile: str = "ci", seeds: Sequence[int] = range(5), 
 
     records = []
     for run, d in tqdm(list(zip(runs, dirs)), desc=f"{study}: evaluate", disable=None):
-        m = evaluate_run(d, "test", device="cpu")
+        m = evaluate_run(d, STUDIES[study].get("split", "test"), device="cpu")
         scalars = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         records.append({**{k: run[k] for k in ("value", "variant", "seed", "overrides", "data")},
                         "run_dir": str(Path(d).resolve().relative_to(repo_root().resolve())), "metrics": scalars,
                         "scalars_last_epoch": _last_scalars(d)})
     spec = STUDIES[study]
     out = {"format": "h2arn-study", "study": study, "profile": profile, "axis": spec["axis"],
+           "split": spec.get("split", "test"), "compare": spec.get("compare", "variants"),
            "values": list(spec["values"]), "variants": list(spec["variants"]), "seeds": list(seeds),
            "question": spec["question"], "runs": records,
            "command": f"python -m h2arn.course.studies run {study} --profile {profile} --seeds {len(list(seeds))}"}
