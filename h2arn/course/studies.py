@@ -129,11 +129,19 @@ def _last_scalars(run_dir: Path) -> dict:
 
 
 def run_study(study: str, profile: str = "ci", seeds: Sequence[int] = range(5), phase: str = "all",
-              log: Callable[[str], None] = print) -> dict | None:
-    """Train (cached) and/or evaluate every run of ``study``; write and return its results (phase evaluate/all)."""
+              log: Callable[[str], None] = print, values: Sequence | None = None) -> dict | None:
+    """Train (cached) and/or evaluate every run of ``study``; write and return its results (phase evaluate/all).
+
+    ``values`` restricts the TRAIN phase to some axis values (to split a study over processes); the results
+    file is only written for the whole study.
+    """
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; choose one of {sorted(STUDIES)} or 'all'")
     runs = study_runs(study, list(seeds))
+    if values is not None:
+        if phase != "train":
+            raise ValueError("--values only splits the train phase; evaluate the whole study afterwards")
+        runs = [r for r in runs if str(r["value"]) in {str(v) for v in values}]
     t0 = time.perf_counter()
     dirs = []
     for run in tqdm(runs, desc=f"{study}: train", disable=None):
@@ -178,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--profile", default="ci", choices=["ci", "medium"])
     r.add_argument("--seeds", default="5", help="number of seeds (5) or a range a-b (0-4)")
     r.add_argument("--phase", default="all", choices=["all", "train", "evaluate"])
+    r.add_argument("--values", nargs="+", default=None, help="train only these axis values (with --phase train)")
     args = ap.parse_args(argv)
     names = sorted(STUDIES) if args.study == "all" else [args.study]
     bad = [n for n in names if n not in STUDIES]
@@ -189,8 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         print(f"error: --seeds {args.seeds!r} is not a number or a range a-b; e.g. --seeds 5", file=sys.stderr)
         return 2
+    if args.values and args.phase != "train":
+        print("error: --values only applies to --phase train (the results file needs the whole study)", file=sys.stderr)
+        return 2
     for n in names:
-        run_study(n, args.profile, seeds, args.phase)
+        run_study(n, args.profile, seeds, args.phase, values=args.values)
     return 0
 
 
