@@ -434,7 +434,7 @@ def render_markdown(res: dict, studies: Sequence[dict]) -> str:
     lines += engagement_table(res) + [""]
     for st in studies:
         lines += study_section(st, p) + [""]
-    missing = [n for n in ("dimension", "depth", "redundancy", "scale") if n not in {s["study"] for s in studies}]
+    missing = [n for n in ("dimension", "depth", "redundancy", "scale", "options") if n not in {s["study"] for s in studies}]
     if missing:
         lines += [f"Studies not run yet under `{p}`: {', '.join(missing)} (`python -m h2arn.course.studies run <study> "
                   f"--profile {p}`).", ""]

@@ -106,19 +106,32 @@ def study_runs(study: str, seeds: Sequence[int]) -> list[dict]:
     return out
 
 
-def _train_one(profile: str, run: dict) -> Path:
-    from h2arn.course.experiments import ensure_trained
+def _train_one(profile: str, run: dict, train: bool = True) -> Path | None:
+    """Train (cached) one run and return its folder; with ``train=False`` only return it if it has finished."""
+    from h2arn.course.experiments import ensure_trained, run_dir_for
 
     ov = dict(run["overrides"])
     variant = run["variant"]
     if run["data"] is not None or variant == "oracle":
         from h2arn.course.study_data import study_links   # generator knobs (benchmark v4)
 
-        links = study_links(profile, run["data"] or {}, oracle=variant == "oracle")
+        links = study_links(profile, run["data"] or {}, oracle=variant == "oracle", build=train)
+        if links is None:
+            return None
         ov.update(train_link=links["train"], val_link=links["val"])
         if variant == "oracle":
             variant = "h2arn"
-    return ensure_trained(profile, variant, device="cpu", seed=run["seed"], **ov)
+    if train:
+        return ensure_trained(profile, variant, device="cpu", seed=run["seed"], **ov)
+    d = run_dir_for(profile, variant, run["seed"], ov or None)   # the folder ensure_trained uses for these overrides
+    metrics = d / "metrics.json"
+    if metrics.is_file() and (d / "best_model.pth").is_file():
+        try:
+            if json.loads(metrics.read_text(encoding="utf-8")).get("complete"):
+                return d
+        except json.JSONDecodeError:
+            pass
+    return None
 
 
 def _last_scalars(run_dir: Path) -> dict:
@@ -144,11 +157,13 @@ def run_study(study: str, profile: str = "ci", seeds: Sequence[int] = range(5), 
         runs = [r for r in runs if str(r["value"]) in {str(v) for v in values}]
     t0 = time.perf_counter()
     dirs = []
-    for run in tqdm(runs, desc=f"{study}: train", disable=None):
-        dirs.append(_train_one(profile, run))
-    log(f"{study}: {len(runs)} runs trained/cached in {time.perf_counter() - t0:.0f} s")
+    for run in tqdm(runs, desc=f"{study}: {'train' if phase != 'evaluate' else 'find runs'}", disable=None):
+        dirs.append(_train_one(profile, run, train=phase != "evaluate"))
+    log(f"{study}: {sum(d is not None for d in dirs)} of {len(runs)} runs ready after {time.perf_counter() - t0:.0f} s")
     if phase == "train":
         return None
+    missing = [{k: run[k] for k in ("value", "variant", "seed")} for run, d in zip(runs, dirs) if d is None]
+    runs, dirs = [r for r, d in zip(runs, dirs) if d is not None], [d for d in dirs if d is not None]
     from h2arn.evaluate import evaluate_run
 
     records = []
@@ -162,7 +177,7 @@ def run_study(study: str, profile: str = "ci", seeds: Sequence[int] = range(5), 
     out = {"format": "h2arn-study", "study": study, "profile": profile, "axis": spec["axis"],
            "split": spec.get("split", "test"), "compare": spec.get("compare", "variants"),
            "values": list(spec["values"]), "variants": list(spec["variants"]), "seeds": list(seeds),
-           "question": spec["question"], "runs": records,
+           "question": spec["question"], "runs": records, "missing_runs": missing,
            "command": f"python -m h2arn.course.studies run {study} --profile {profile} --seeds {len(list(seeds))}"}
     path = results_path(profile, study)
     path.parent.mkdir(parents=True, exist_ok=True)

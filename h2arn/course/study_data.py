@@ -37,15 +37,21 @@ def default_encoder(data_profile: str) -> Path:
     return Path(next(iter(paths)))
 
 
-def study_features(profile: str, knobs: dict) -> Path:
-    """Feature folder of the benchmark generated with ``knobs`` (cached; the default features when knobs are empty)."""
-    from h2arn.data.synthetic import ensure_synthetic
+def study_features(profile: str, knobs: dict, build: bool = True) -> Path | None:
+    """Feature folder of the benchmark generated with ``knobs`` (cached; the default features when knobs are empty).
+
+    ``build=False``: return it only if it was built already (``None`` otherwise), generating nothing.
+    """
+    from h2arn.data.synthetic import default_root, ensure_synthetic
 
     from h2arn.data.synthetic import _make_knobs
 
     data_profile = FEATURE_PROFILE.get(profile, profile)
     if not knobs or not _make_knobs(**knobs).non_default():   # the standard benchmark: its default features
         return ensure_features(data_profile, device="cpu", progress=False)
+    if not build:
+        out = build_dir() / "features" / default_root(data_profile, 0, _make_knobs(**knobs)).name
+        return out if (out / "manifest.json").is_file() else None
     root = ensure_synthetic(data_profile, **knobs)
     out = build_dir() / "features" / root.name
     extract(root, "PointNet", "MiniLM", PROFILE_SETTINGS[data_profile]["num_points"], output_dir=out, device="cpu",
@@ -96,9 +102,13 @@ def oracle_features(feats: Path, pc_model: str = "PointNet") -> Path:
     return out
 
 
-def study_links(profile: str, knobs: dict, oracle: bool = False) -> dict[str, list[str]]:
-    """``{"train": [...], "val": [...], "test": [...]}`` link files of the study's features."""
-    feats = study_features(profile, knobs)
+def study_links(profile: str, knobs: dict, oracle: bool = False, build: bool = True) -> dict[str, list[str]] | None:
+    """``{"train": [...], "val": [...], "test": [...]}`` link files of the study's features (None: not built, build=False)."""
+    feats = study_features(profile, knobs, build)
+    if feats is None:
+        return None
+    if oracle and not build and not (feats.with_name(feats.name + "-oracle") / "source.json").is_file():
+        return None
     if oracle:
         feats = oracle_features(feats)
     return {split: [str(p) for p in link_paths(feats, split)] for split in ("train", "val", "test")}
