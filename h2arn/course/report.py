@@ -302,9 +302,14 @@ def headline(res: dict) -> str:
             f"(95 % t-interval; chance {_f(res['chance'].get('t2p_hmAP'))}, ceiling 100).")
 
 
+def _n_and_gallery(res: dict) -> str:
+    g = res["gallery"]
+    return f"n = {len(res['seeds'])} seeds; test gallery {g['clouds']} clouds / {g['captions']} captions"
+
+
 def main_table(res: dict) -> list[str]:
     cols = list(KEY_METRICS)
-    lines = ["| variant | " + " | ".join(KEY_METRICS[c] for c in cols) + " | paper Rsum |",
+    lines = [f"*Mean [95 % t-interval over seeds], {_n_and_gallery(res)}.*", "","| variant | " + " | ".join(KEY_METRICS[c] for c in cols) + " | paper Rsum |",
              "|---|" + "---|" * (len(cols) + 1)]
     for v, d in res["variants"].items():
         cells = [format_interval(d["mean"][c]) for c in cols]
@@ -316,7 +321,7 @@ def main_table(res: dict) -> list[str]:
 
 def paired_table(res: dict) -> list[str]:
     cols = list(KEY_METRICS)
-    lines = ["| variant − H2ARN | " + " | ".join(KEY_METRICS[c] for c in cols) + " | bootstrap T→3D hmAP |",
+    lines = [f"*Paired over seeds, {_n_and_gallery(res)}.*", "","| variant − H2ARN | " + " | ".join(KEY_METRICS[c] for c in cols) + " | bootstrap T→3D hmAP |",
              "|---|" + "---|" * (len(cols) + 1)]
     for v, comp in res["paired_vs_h2arn"].items():
         cells = [format_interval(comp[c], signed=True) for c in cols]
@@ -385,10 +390,12 @@ def study_section(study: dict, profile: str) -> list[str]:
     variants = study["variants"]
     names = _paired_names(s)
     split = study.get("split", "test")
+    gallery = {r["metrics"].get("gallery_clouds") for r in study["runs"]}
     against = f"`{study['values'][0]}`" if s["compare"] == "values" else f"`{variants[0]}`"
     lines = [f"### Study: {study['study']} — {study['question']}", "",
              f"Command: `{study['command']}`. Seeds: {study['seeds']}. Metric: {split} text→3D hierarchy-aware mAP (%), "
-             f"mean [95 % t-interval] over seeds; paired differences vs {against} (same seeds).", "",
+             f"mean [95 % t-interval] over seeds; paired differences vs {against} (same seeds). {split.capitalize()} gallery: "
+             f"{', '.join(str(g) for g in sorted(x for x in gallery if x))} clouds.", "",
              f"![{study['study']}](../{Path(fig).relative_to(repo_root())})", "",
              f"| {study['axis']} | " + " | ".join(variants) + " | " + " | ".join(_paired_label(study, s, v) for v in names)
              + " |", "|---|" + "---|" * (len(variants) + len(names))]
@@ -398,6 +405,10 @@ def study_section(study: dict, profile: str) -> list[str]:
             p = r["paired"].get(v)
             cells.append(format_interval(p, signed=True) + f" (n {p['n']})" if p and p["n"] else "–")
         lines.append("| " + " | ".join(cells) + " |")
+    if study.get("missing_runs"):
+        miss = study["missing_runs"]
+        lines += ["", f"**Not run** ({len(miss)} of {len(miss) + len(study['runs'])} runs; CPU time ran out in the session "
+                  "that wrote this): " + ", ".join(f"{m['value']}/{m['variant']}/s{m['seed']}" for m in miss) + "."]
     return lines
 
 
