@@ -174,6 +174,9 @@ def run_study(study: str, profile: str = "ci", seeds: Sequence[int] = range(5), 
                         "run_dir": str(Path(d).resolve().relative_to(repo_root().resolve())), "metrics": scalars,
                         "scalars_last_epoch": _last_scalars(d)})
     spec = STUDIES[study]
+    if not records:
+        log(f"{study}: no finished run, nothing written")
+        return None
     out = {"format": "h2arn-study", "study": study, "profile": profile, "axis": spec["axis"],
            "split": spec.get("split", "test"), "compare": spec.get("compare", "variants"),
            "values": list(spec["values"]), "variants": list(spec["variants"]), "seeds": list(seeds),
