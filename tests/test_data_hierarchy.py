@@ -76,3 +76,18 @@ def test_bad_arguments():
         embed_tree(t, 2, "spherical")
     with pytest.raises(ValueError, match="objective"):
         embed_tree(t, 2, "lorentz", "contrastive")
+
+
+def test_v4_taxonomy_tree_depths_are_caption_levels_plus_two():
+    from h2arn.data.hierarchy import caption_level_of_depth
+
+    path = ["furniture", "seat", "chair", "armchair"]
+    meta = {"shapes": {f"armchair_{i}": {"subset": "Elephant", "taxonomy_path": path, "super_category": "furniture",
+                                         "category": "chair", "split": "train", "attributes": {"material": m}}
+                       for i, m in enumerate(["wooden", "wooden", "metal"])}}
+    t = taxonomy_tree_from_metadata(meta)
+    depth = dict(zip(t.names, t.depth))
+    assert [depth[n] for n in path] == [2, 3, 4, 5]            # caption levels 0..3
+    assert depth["wooden armchair"] == 6 and depth["armchair_0"] == 7  # levels 4 (attributes) and 5 (instance)
+    assert caption_level_of_depth(t) == {2: 0, 3: 1, 4: 2, 5: 3, 6: 4, 7: 5}
+    assert len(taxonomy_tree_from_metadata(meta, max_shapes_per_category=1).names) == 1 + 1 + 4 + 1 + 1

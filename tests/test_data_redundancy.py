@@ -29,3 +29,28 @@ def test_clean_cloud_has_no_redundant_tokens():
     table, _, _ = make_artefact(7, "mug", seed=0, n_points=300, redundancy=(0.0, 0.0))
     share = token_redundancy(table[:, :6], table[:, 7], num_points=256, num_tokens=16)
     assert np.nanmax(share) == 0.0
+
+
+def test_extraction_writes_token_shares_in_cloud_order(tmp_path):
+    import transformers
+
+    from h2arn import extract as ex
+    from h2arn.data import generate, load_split
+    from h2arn.data.redundancy import token_redundancy_path
+    from h2arn.encoders.text import minilm_path
+
+    bert = tmp_path / "bert"
+    cfg = transformers.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                  max_position_embeddings=80)
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(bert)
+    transformers.AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(bert)
+    root = generate("ci", 0, tmp_path / "d", progress=False, leaves=1, train_per_leaf=1)
+    ex.extract(root, "PointNet", "BERT", 256, output_dir=tmp_path / "f", txt_model_path=bert, pc_weights="random",
+               num_tokens=8, batch_size=4, device="cpu", progress=False)
+    for subset in ("Elephant", "S3DIS"):
+        shares = torch.load(token_redundancy_path(tmp_path / "f", subset, "test", "PointNet"), weights_only=True)
+        recs = load_split(root, subset, "test")
+        assert shares.shape == (len(recs), 8)
+        expected = token_redundancy(recs[1].points, recs[1].extra[:, 1], 256, 8)
+        np.testing.assert_allclose(shares[1].numpy(), expected)

@@ -1,5 +1,6 @@
 """``python -m h2arn.data generate --profile ci|full [--seed N] [--out DIR] [--force]``, ``info ROOT`` and
-``realism [--profile ci|full] [--seed N] [--json FILE]`` (generated vs real shapes; see h2arn.data.realism)."""
+``realism [--profile ci|full] [--seed N] [--json FILE]`` (generated vs real shapes; see h2arn.data.realism) and
+``tokens [--profile ci]`` (redundant points vs redundant tokens; see h2arn.data.redundancy)."""
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,26 @@ def main(argv=None) -> int:
     r.add_argument("--profile", choices=sorted(PROFILES), default="ci")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    t = sub.add_parser("tokens", help="share of redundant points vs redundant tokens (spatial and index pooling)")
+    t.add_argument("--profile", choices=sorted(PROFILES), default="ci")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--split", default="val")
+    t.add_argument("--num-points", type=int, default=1024)
+    t.add_argument("--num-tokens", type=int, default=100)
     args = parser.parse_args(argv)
     try:
-        if args.cmd == "realism":
+        if args.cmd == "tokens":
+            from .redundancy import token_share_report
+
+            rep = token_share_report(ensure_synthetic(args.profile, args.seed), args.split, args.num_points,
+                                     args.num_tokens)
+            print(f"h2synth-{args.profile} {args.split}: {args.num_points} FPS points -> {args.num_tokens} tokens")
+            for subset, row in rep.items():
+                print(f"{subset} ({row['n_clouds']} clouds): redundant points {row['points']:.1%}; mostly-redundant "
+                      f"tokens spatial {row['spatial']['mostly_redundant_tokens']:.1%} / index "
+                      f"{row['index']['mostly_redundant_tokens']:.1%}; mixed tokens spatial "
+                      f"{row['spatial']['mixed_tokens']:.1%} / index {row['index']['mixed_tokens']:.1%}")
+        elif args.cmd == "realism":
             from .realism import format_report, realism_report
 
             rep = realism_report(args.profile, args.seed)

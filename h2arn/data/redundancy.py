@@ -159,3 +159,23 @@ def token_redundancy_path(feature_dir, subset: str, split: str, pc_model: str):
     from pathlib import Path
 
     return Path(feature_dir) / subset / split / f"pc_redundancy_{pc_model}.pt"
+
+
+def token_share_report(root, split: str = "val", num_points: int = 1024, num_tokens: int = 100) -> dict:
+    """Is the redundancy a minority of the *tokens* too? Per subset and pooling: mean share of redundant points,
+    of mostly-redundant tokens (share > 0.5, what the oracle drops) and of mixed tokens (0 < share < 1)."""
+    from .t3drhit import available_subsets, load_split
+
+    out = {}
+    for subset in available_subsets(root):
+        recs = [r for r in load_split(root, subset, split) if r.extra is not None]
+        if not recs:
+            continue
+        row = {"n_clouds": len(recs), "points": float(np.mean([(r.extra[:, 1] > 0).mean() for r in recs]))}
+        for pooling in ("spatial", "index"):
+            shares = [token_redundancy(r.points, r.extra[:, 1], num_points, num_tokens, pooling) for r in recs]
+            shares = [s[np.isfinite(s)] for s in shares]
+            row[pooling] = {"mostly_redundant_tokens": float(np.mean([(s > 0.5).mean() for s in shares])),
+                            "mixed_tokens": float(np.mean([((s > 0) & (s < 1)).mean() for s in shares]))}
+        out[subset] = row
+    return out

@@ -245,15 +245,16 @@ def _choice(rng, options):
     return options[int(rng.integers(len(options)))]
 
 
-def _handle_pair(spec, y_low, y_high, r_attach, color, count, phrase):
-    """``count`` C-shaped handles on the sides of a body of revolution between two heights."""
+def _handle_pair(spec, y_low, y_high, r_attach, color, count, phrase, thickness: float = 0.16):
+    """``count`` C-shaped handles on the sides of a body of revolution between two heights (``thickness``:
+    tube radius relative to the handle's radius)."""
     radius = (y_high - y_low) / 2
     ymid = (y_low + y_high) / 2
     for k in range(count):
         ang = np.pi * k if count == 2 else 0.0
         e1 = np.array([np.cos(ang), 0.0, np.sin(ang)])
         spec.add("handle", torus_arc(np.array([r_attach * np.cos(ang), ymid, r_attach * np.sin(ang)]),
-                                     radius, radius * 0.16, e1, [0, 1, 0], -np.pi / 2, np.pi / 2),
+                                     radius, radius * thickness, e1, [0, 1, 0], -np.pi / 2, np.pi / 2),
                  color, phrase if k == 0 else None)
 
 
@@ -341,8 +342,8 @@ def build_cup(rng, leaf="mug"):
     material = _choice(rng, ["ceramic", "ceramic", "metal", "plastic"] if mug else ["porcelain", "ceramic"])
     color = pick_color(material, rng)
     r = rng.uniform(0.38, 0.45)
-    if mug:  # straight cylinder, about as tall as wide, one big handle
-        H = r * rng.uniform(2.0, 2.6)
+    if mug:  # straight cylinder, about as tall as wide, one big handle (ShapeNet mugs: height ~ diameter)
+        H = r * rng.uniform(1.6, 2.3)
         taper = rng.uniform(0.92, 1.0)
     else:  # teacup: shallow flaring cup on a small foot, with a saucer
         H = r * rng.uniform(1.0, 1.3)
@@ -352,12 +353,15 @@ def build_cup(rng, leaf="mug"):
     y0 = 0.0 if mug else 0.06
     spec.add("wall", lathe([y0, y0 + H], [r * taper, r]), color, "straight sides" if mug else "flaring sides")
     spec.add("inside", lathe([y0 + 0.05 * H, y0 + H], [r * taper * 0.9, r * 0.94]), color)
+    spec.add("rim", disk(y0 + H, r, inner=r * 0.94), color)  # the lip and the inner floor: a mesh has both
+    spec.add("inner_bottom", disk(y0 + 0.05 * H, r * taper * 0.9), color)
     spec.add("bottom", disk(y0, r * taper), color, "a flat bottom" if mug else None)
-    hr = 0.55 if mug else 0.4
+    hr = 0.7 if mug else 0.4
     _handle_pair(spec, y0 + (0.5 - hr / 2) * H, y0 + (0.5 + hr / 2) * H, r * (0.97 if mug else 0.85), color, 1,
-                 "a handle on one side" if mug else "a small curved handle")
+                 "a handle on one side" if mug else "a small curved handle", thickness=0.28 if mug else 0.16)
     if not mug:
-        spec.add("saucer", lathe([0.0, 0.02, 0.06], [r * 1.45, r * 1.5, r * 1.6]), color, "a saucer underneath")
+        spec.add("saucer", disk(0.02, r * 1.5), color, "a saucer underneath")
+        spec.add("saucer_rim", lathe([0.02, 0.06], [r * 1.5, r * 1.6]), color)
     return spec
 
 
@@ -699,7 +703,7 @@ def build_piano(rng, leaf="grand piano"):
     grand = leaf == "grand piano"
     material = "wooden"
     color = _choice(rng, ["black", "black", "brown", "white"])
-    spec = _spec("piano", leaf, material, color, lid_open=False)
+    spec = _spec("piano", leaf, material, color)
     if grand:  # a curved case (long along z) on three legs, keyboard at the front (+z)
         L, W, case_h, leg_h = rng.uniform(1.5, 2.0), rng.uniform(1.4, 1.55), 0.3, rng.uniform(0.6, 0.68)
         # outline: straight left side, curved right side narrowing to the tail (-z)
@@ -708,11 +712,6 @@ def build_piano(rng, leaf="grand piano"):
         outline = np.array([[W / 2 - 0.0, L / 2]] + [[right[k], L / 2 - zs[k] * L] for k in range(12)] +
                            [[-W / 2, -L / 2], [-W / 2, L / 2]])
         spec.add("case", _prism(outline, leg_h, leg_h + case_h), color, "a curved wooden case")
-        lid_open = rng.random() < 0.5
-        spec.attributes["lid_open"] = lid_open
-        if lid_open:
-            spec.add("lid", _plane_quad([W / 2 - 0.05, leg_h + case_h, L / 2 - 0.3], [-W / 2, leg_h + case_h, L / 2 - 0.3],
-                                         [-W / 2, leg_h + case_h + 0.7, -L / 2 + 0.2]), color, "a raised lid")
         for i, (x, z) in enumerate([(-W / 2 + 0.1, L / 2 - 0.15), (W / 2 - 0.1, L / 2 - 0.15), (-W * 0.1, -L / 2 + 0.25)]):
             spec.add("leg", tube([x, 0, z], [x, leg_h, z], 0.05), color, "three legs" if i == 0 else None)
         spec.add("keys", box([0, leg_h + 0.05, L / 2 + 0.12], [W * 0.95, 0.04, 0.22]), "white", "a keyboard at the front")
@@ -814,7 +813,7 @@ def build_airplane(rng, leaf="airliner"):
     color = _choice(rng, ["white", "white", "grey", "blue", "red"])
     L = rng.uniform(1.6, 2.0)
     r = L * (rng.uniform(0.055, 0.07) if jet else rng.uniform(0.05, 0.065))
-    span = L * (rng.uniform(0.95, 1.1) if jet else rng.uniform(1.1, 1.3))
+    span = L * (rng.uniform(1.1, 1.35) if jet else rng.uniform(1.2, 1.45))
     spec = _spec("airplane", leaf, material, color, engines=2 if jet else 1, wings="swept" if jet else "straight")
     ys, rs = smooth_profile([-L / 2, -L * 0.42, -L * 0.2, L * 0.3, L * 0.45, L / 2],
                             [r * 0.15, r * 0.6, r, r, r * 0.7, r * 0.1])
@@ -869,12 +868,30 @@ CATEGORY_BUILDERS: Dict[str, Callable] = {
 }
 
 
+# ShapeNet stores objects facing -z (chair backs, toilet cisterns and aeroplane tails at +z, piano keyboards
+# and rifle muzzles at -z; measured on ../shared/data/real_shapes_dev). The builders above were written facing
+# +z, so these are mirrored in z; a mug's handle points along z in ShapeNet, so cups swap x and z.
+MIRROR_Z = frozenset({"chair", "toilet", "piano", "airplane", "rifle", "bench"})
+SWAP_XZ = frozenset({"cup"})
+
+
+def _transformed(spec: ShapeSpec, matrix: np.ndarray) -> ShapeSpec:
+    for part in spec.parts:
+        part.sampler = (lambda n, rng, f=part.sampler: f(n, rng) @ matrix)
+    return spec
+
+
 def build_leaf(leaf: str, rng: np.random.Generator) -> ShapeSpec:
-    """One shape of ``leaf`` (a taxonomy leaf of the Elephant half)."""
+    """One shape of ``leaf`` (a taxonomy leaf of the Elephant half), in ShapeNet's orientation."""
     from .taxonomy import leaf_path
 
     category = leaf_path(leaf)[2]
-    return CATEGORY_BUILDERS[category](rng, leaf)
+    spec = CATEGORY_BUILDERS[category](rng, leaf)
+    if category in MIRROR_Z:
+        return _transformed(spec, np.diag([1.0, 1.0, -1.0]))
+    if category in SWAP_XZ:
+        return _transformed(spec, np.array([[0.0, 0, 1], [0, 1, 0], [1, 0, 0]]))
+    return spec
 
 
 def _random_leaf_builder(category: str) -> Callable[[np.random.Generator], ShapeSpec]:
@@ -882,7 +899,7 @@ def _random_leaf_builder(category: str) -> Callable[[np.random.Generator], Shape
         from .taxonomy import leaves_of
 
         leaves = leaves_of(category)
-        return CATEGORY_BUILDERS[category](rng, leaves[int(rng.integers(len(leaves)))])
+        return build_leaf(leaves[int(rng.integers(len(leaves)))], rng)
     return build
 
 
