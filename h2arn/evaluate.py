@@ -5,13 +5,14 @@ Change how a metric is computed here and nowhere else. Contents: the official pr
 (:func:`hierarchy_metrics`), embedding of a split (:func:`embed_split`, :func:`evaluate_split`), and
 evaluation of a run folder (:func:`evaluate_run`, :func:`hierarchy_check`, :func:`top_k_clouds`).
 
-Hierarchy-aware metrics (relevance from the taxonomy, :mod:`h2arn.relevance`): a caption such as
+Hierarchy-aware metrics (relevance from the benchmark's caption targets, :mod:`h2arn.data.relevance`): a caption such as
 "a vessel." is true of every vessel, so instance recall alone cannot tell a model that ranks all
 vessels first from one that does not. Per direction:
 
 * ``hmAP``: mean average precision with binary relevance "the cloud satisfies the caption at the
   caption's level" (3D->text: the captions the cloud satisfies);
-* ``nDCG@10``: linear gains = the graded relevance (partial credit for sharing part of the taxonomy path);
+* ``nDCG@10``: linear gains = the graded relevance (the leading levels of the caption's path a cloud matches, +1
+  when it satisfies the caption: partial credit for sharing part of the taxonomy);
 * per caption level ``L<l>_*``: instance R@K with its **ceiling** (a perfect model that ranks the R
   clouds satisfying the caption first, in any order, finds the caption's own cloud in the top K with
   probability ``min(1, K / R)``), hmAP, and the mean number of relevant clouds;
@@ -44,11 +45,11 @@ from tqdm.auto import tqdm
 
 from .device import autocast, resolve_device
 from .features import FeatureSplit, atomic_write_json, data_fingerprint, load_feature_splits, trim_padding
-from .relevance import relevance
 from .runs import load_run_split, load_trained, test_links_of
 
 __all__ = ["RECALL_KS", "ranks_text_to_cloud", "ranks_cloud_to_text", "retrieval_metrics", "average_precision",
            "ndcg_at_k", "chance_average_precision", "chance_recall", "ceiling_recall", "hierarchy_metrics",
+           "has_caption_targets", "relevance_tensors",
            "evaluate_similarity",
            "encode_all", "similarity_in_blocks", "embed_split", "evaluate_split", "evaluate_run",
            "hierarchy_check", "top_k_clouds", "engagement"]
@@ -200,12 +201,12 @@ def hierarchy_metrics(sim: Tensor, txt_to_pc: Tensor, meta: Sequence[dict], per_
     """Hierarchy-aware metrics, per-level recalls with ceilings, chance levels (module docstring), in %.
 
     sim ``(N_txt, N_pc)``; txt_to_pc ``(N_txt,)``; meta: one dict per caption with ``level`` and the taxonomy
-    fields (:mod:`h2arn.relevance`). With ``per_query=True`` the result also holds ``per_query``: per-caption
+    fields (:mod:`h2arn.data.relevance`, benchmark v4). With ``per_query=True`` the result also holds ``per_query``: per-caption
     AP/nDCG/rank/level and per-cloud AP, for a bootstrap over queries (:mod:`h2arn.stats`).
     """
     sim, txt_to_pc = _check(sim.detach().float().cpu(), txt_to_pc)
     n_txt, n_pc = sim.shape
-    rel, grades = relevance(meta, txt_to_pc, n_pc)
+    rel, grades = relevance_tensors(meta, txt_to_pc, n_pc)
     has_caption = torch.zeros(n_pc, dtype=torch.bool)
     has_caption[txt_to_pc] = True
     out: dict = {}
@@ -261,12 +262,30 @@ def hierarchy_metrics(sim: Tensor, txt_to_pc: Tensor, meta: Sequence[dict], per_
     return out
 
 
+def has_caption_targets(meta: Sequence[dict] | None) -> bool:
+    """True when every caption's meta says what it names (benchmark v4: ``level``, ``target``, ``taxonomy_path``)."""
+    return bool(meta) and all(m.get("level") is not None and "target" in m and "taxonomy_path" in m for m in meta)
+
+
+def relevance_tensors(meta: Sequence[dict], txt_to_pc: Tensor, num_clouds: int) -> tuple[Tensor, Tensor]:
+    """``(relevant bool, grades float)``, both ``(N_txt, N_pc)``, from :mod:`h2arn.data.relevance`."""
+    from .data.relevance import relevance_grades, relevance_matrix
+
+    links = torch.as_tensor(txt_to_pc).tolist()
+    rel = torch.from_numpy(relevance_matrix(meta, links))
+    grades = torch.from_numpy(relevance_grades(meta, links)).float()
+    if rel.shape != (len(meta), num_clouds):
+        raise ValueError(f"relevance covers {rel.shape[1]} clouds but the split has {num_clouds}: every cloud needs "
+                         "at least one caption for hierarchy-aware metrics")
+    return rel, grades
+
+
 def evaluate_similarity(sim: Tensor, txt_to_pc: Tensor, meta: Sequence[dict] | None = None,
                         per_query: bool = False) -> dict:
     """Every metric of one similarity matrix: the official recalls, plus the hierarchy-aware ones when the
-    captions carry a ``level`` (the benchmark's meta)."""
+    captions carry their targets (benchmark v4 meta, :func:`has_caption_targets`)."""
     out: dict = {k: float(v) for k, v in retrieval_metrics(sim, txt_to_pc).items()}
-    if meta and all(m.get("level") is not None for m in meta):
+    if has_caption_targets(meta):
         out.update(hierarchy_metrics(sim, txt_to_pc, meta, per_query=per_query))
     return out
 

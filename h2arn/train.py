@@ -402,13 +402,13 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
     train_pc, train_pc_mask = train_split.pc.to(device), train_split.pc_mask.to(device)
     txt_to_pc = train_split.txt_to_pc.to(device)
     satisfies = None
-    if cfg.positives == "hierarchy":   # (N_txt, N_pc): cloud satisfies caption (h2arn.relevance), from the meta
+    if cfg.positives == "hierarchy":   # (N_txt, N_pc): cloud satisfies caption (h2arn.data.relevance), from the meta
         if distributed:
             raise FeatureError("--positives hierarchy is single-process only (the gathered loss uses cloud ids). "
                                "Fix: drop torchrun or use --positives instance")
-        from .relevance import relevance
+        from .evaluate import relevance_tensors
         try:
-            satisfies = relevance(train_split.meta, train_split.txt_to_pc, train_split.num_clouds)[0].to(device)
+            satisfies = relevance_tensors(train_split.meta, train_split.txt_to_pc, train_split.num_clouds)[0].to(device)
         except (ValueError, KeyError) as exc:
             raise FeatureError(f"{', '.join(train_split.sources)}: --positives hierarchy needs caption meta with "
                                f"levels ({exc}). Fix: re-extract the features or use --positives instance") from exc

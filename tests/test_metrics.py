@@ -127,50 +127,35 @@ import itertools
 import math
 
 from h2arn.evaluate import (average_precision, ceiling_recall, chance_average_precision, chance_recall,
-                            hierarchy_metrics, ndcg_at_k)
-from h2arn.relevance import relevance
+                            hierarchy_metrics, ndcg_at_k, relevance_tensors)
+
+ARM = ["furniture", "seat", "chair", "armchair"]
+DESK = ["furniture", "table", "table", "desk"]
 
 
-def _m(caption, shape, level, path, color):
-    return {"caption": caption, "shape": shape, "level": level, "taxonomy_path": list(path),
-            "attributes": {"color": color}}
+def _m(shape, level, path, attrs, node, named=None, group=0, inst=False):
+    """One caption's benchmark-v4 meta: what it names (node, named attributes, or the instance)."""
+    target = {"level": level, "node": node, "named": named or {}, **({"shape": shape} if inst else {})}
+    return {"caption": f"{shape} {level}", "shape": shape, "subset": "Elephant", "level": level,
+            "taxonomy_path": path, "attributes": attrs, "target": target, "caption_group": group}
 
 
-CHAIR, TABLE, BOTTLE = ("furniture", "chair"), ("furniture", "table"), ("vessel", "bottle")
-# 4 clouds: c0 red chair, c1 blue chair, c2 red table, c3 red bottle; the path has 2 levels, so
-# level 0 = top category, 1 = leaf category, 2 = leaf + named attributes, 3 = the instance
-META = [
-    _m("furniture.", "s0", 0, CHAIR, "red"),                     # t0 -> c0
-    _m("a chair.", "s0", 1, CHAIR, "red"),                       # t1 -> c0
-    _m("a red chair.", "s0", 2, CHAIR, "red"),                   # t2 -> c0
-    _m("blue chair with four legs", "s1", 3, CHAIR, "blue"),     # t3 -> c1
-    _m("a table.", "s2", 1, TABLE, "red"),                       # t4 -> c2
-    _m("A red chair", "s2", 3, TABLE, "red"),                    # t5 -> c2: same text as t2 (a mislabel, on purpose)
-    _m("a red bottle", "s3", 2, BOTTLE, "red"),                  # t6 -> c3
-]
-META_TO_PC = torch.tensor([0, 0, 0, 1, 2, 2, 3])
+# 3 clouds: c0 red armchair, c1 blue armchair, c2 blue desk
+META = [_m("a0", 0, ARM, {"color": "red"}, ARM[:1], group=1),                    # "furniture": all three
+        _m("a0", 1, ARM, {"color": "red"}, ARM[:2], group=2),                    # "a seat": both armchairs
+        _m("a1", 4, ARM, {"color": "blue"}, ARM, {"color": "blue"}, group=3),    # "a blue armchair": c1 only
+        _m("d0", 5, DESK, {"color": "blue"}, DESK, group=4, inst=True),          # instance caption ...
+        _m("a0", 5, ARM, {"color": "red"}, ARM, group=4, inst=True),             # ... with the same text as d0's
+        _m("d0", 2, DESK, {"color": "blue"}, DESK[:3], group=5)]                 # "a table"
+META_TO_PC = torch.tensor([0, 0, 1, 2, 0, 2])
 
 
-def test_relevance_by_hand():
-    rel, grades = relevance(META, META_TO_PC, 4)
-    assert rel.int().tolist() == [
-        [1, 1, 1, 0],    # "furniture." : every furniture cloud
-        [1, 1, 0, 0],    # "a chair."   : both chairs
-        [1, 0, 1, 0],    # "a red chair.": the red chair, and c2, which has the identical caption t5
-        [0, 1, 0, 0],    # instance caption: its own cloud only
-        [0, 0, 1, 0],    # "a table."
-        [1, 0, 1, 0],    # "A red chair" (t5): its cloud, and c0 whose caption t2 is the same text
-        [0, 0, 0, 1],    # "a red bottle"
-    ]
-    assert grades.tolist() == [
-        [1, 1, 1, 0],
-        [2, 2, 1, 0],    # the table shares "furniture" with a chair caption: partial credit 1
-        [3, 2, 3, 0],    # the blue chair shares the whole path: 2 (< 3 for a relevant cloud)
-        [2, 4, 1, 0],
-        [1, 1, 2, 0],
-        [4, 1, 4, 0],    # t5 is a table caption: the blue chair shares only "furniture"
-        [0, 0, 0, 3],
-    ]
+def test_relevance_tensors_follow_the_targets_and_identical_captions():
+    rel, grades = relevance_tensors(META, META_TO_PC, 3)
+    assert rel.int().tolist() == [[1, 1, 1], [1, 1, 0], [0, 1, 0], [1, 0, 1], [1, 0, 1], [0, 0, 1]]
+    assert grades.shape == (6, 3) and bool((grades[rel] > 0).all())
+    with pytest.raises(ValueError, match="every cloud needs"):
+        relevance_tensors(META, META_TO_PC, 4)
 
 
 def test_average_precision_and_ndcg_by_hand():
@@ -204,47 +189,40 @@ def test_chance_and_ceiling_recall_by_hand():
 
 
 def test_hierarchy_metrics_perfect_model_reaches_ceilings():
-    rel, grades = relevance(META, META_TO_PC, 4)
-    sim = grades + 0.01 * torch.nn.functional.one_hot(META_TO_PC, 4)   # relevant first, own cloud first among them
+    rel, grades = relevance_tensors(META, META_TO_PC, 3)
+    # relevant first, by grade among them, own cloud first: an ideal ranking for every metric at once
+    sim = 10 * rel.float() + grades + 0.01 * torch.nn.functional.one_hot(META_TO_PC, 3)
     m = hierarchy_metrics(sim, META_TO_PC, META, per_query=True)
-    assert m["t2p_hmAP"] == pytest.approx(100.0) and m["t2p_nDCG@10"] == pytest.approx(100.0)
-    # instance captions: t3 has one relevant cloud, t5 two (c0 has the same text): ceiling (1 + 1/2) / 2
-    assert m["L3_t2p_R@1"] == pytest.approx(100.0) and m["L3_ceiling_t2p_R@1"] == pytest.approx(75.0)
-    # level-0 caption: 3 clouds satisfy it -> instance R@1 ceiling 1/3, and this model is at 100 (own cloud first)
+    assert m["t2p_hmAP"] == pytest.approx(100.0)
+    by_grade = hierarchy_metrics(grades + 0.01 * torch.nn.functional.one_hot(META_TO_PC, 3), META_TO_PC, META)
+    assert by_grade["t2p_nDCG@10"] == pytest.approx(100.0)            # the ideal nDCG ranking is by grade
+    # level 0: 3 clouds satisfy "furniture" -> instance R@1 ceiling 1/3, and this model is at 100 (own cloud first)
     assert m["L0_ceiling_t2p_R@1"] == pytest.approx(100 / 3) and m["L0_relevant_mean"] == 3.0
-    # chance: 4 clouds -> t2p R@1 25 %, R@5 100 %
-    assert m["chance_t2p_R@1"] == pytest.approx(25.0) and m["chance_t2p_R@5"] == pytest.approx(100.0)
-    assert len(m["per_query"]["t2p_ap"]) == 7 and m["levels"] == [0, 1, 2, 3]
+    # instance captions: two relevant clouds each (identical text) -> ceiling 1/2
+    assert m["L5_ceiling_t2p_R@1"] == pytest.approx(50.0) and m["L5_t2p_R@1"] == pytest.approx(100.0)
+    assert m["chance_t2p_R@1"] == pytest.approx(100 / 3) and m["chance_t2p_R@5"] == pytest.approx(100.0)
+    assert len(m["per_query"]["t2p_ap"]) == 6 and m["levels"] == [0, 1, 2, 4, 5]
 
 
 def test_hierarchy_metrics_chance_matches_random_scores():
     """The exact chance levels equal the Monte-Carlo mean over random score matrices (20,000 draws)."""
-    rel, grades = relevance(META, META_TO_PC, 4)
-    m = hierarchy_metrics(torch.rand(7, 4), META_TO_PC, META)
+    rel, grades = relevance_tensors(META, META_TO_PC, 3)
+    m = hierarchy_metrics(torch.rand(6, 3), META_TO_PC, META)
     g = torch.Generator().manual_seed(0)
     draws = 20000
-    scores = torch.rand(draws * 7, 4, generator=g)
+    scores = torch.rand(draws * 6, 3, generator=g)
     ap = average_precision(scores, rel.repeat(draws, 1)).mean()
     nd = ndcg_at_k(scores, grades.repeat(draws, 1)).mean()
     assert 100 * float(ap) == pytest.approx(m["chance_t2p_hmAP"], abs=0.5)
     assert 100 * float(nd) == pytest.approx(m["chance_t2p_nDCG@10"], abs=0.5)
-    scores_p = torch.rand(draws * 4, 7, generator=g)
+    scores_p = torch.rand(draws * 3, 6, generator=g)
     ap_p = average_precision(scores_p, rel.t().repeat(draws, 1)).mean()
     assert 100 * float(ap_p) == pytest.approx(m["chance_p2t_hmAP"], abs=0.5)
 
 
-def test_relevance_from_v4_targets_and_caption_groups():
-    arm, desk = ["furniture", "seat", "chair", "armchair"], ["furniture", "table", "table", "desk"]
+def test_recall_only_without_caption_targets():
+    meta = [{"caption": "x", "level": 0}] * 2
+    from h2arn.evaluate import evaluate_similarity
 
-    def m(shape, level, path, attrs, node, named=None, group=0, inst=False):
-        target = {"level": level, "node": node, "named": named or {}, **({"shape": shape} if inst else {})}
-        return {"caption": f"{shape} {level}", "shape": shape, "level": level, "taxonomy_path": path,
-                "attributes": attrs, "target": target, "caption_group": group}
-
-    meta = [m("a0", 1, arm, {"color": "red"}, arm[:2], group=1),              # "a seat": both armchairs
-            m("a1", 4, arm, {"color": "blue"}, arm, {"color": "blue"}, group=2),  # "a blue armchair": a1 only
-            m("d0", 5, desk, {"color": "blue"}, desk, group=3, inst=True),    # instance caption ...
-            m("a0", 5, arm, {"color": "red"}, arm, group=3, inst=True)]      # ... with the same text as d0's
-    rel, grades = relevance(meta, torch.tensor([0, 1, 2, 0]), 3)
-    assert rel.int().tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1], [1, 0, 1]]
-    assert grades.tolist() == [[2, 2, 1], [4, 5, 1], [6, 1, 6], [6, 4, 6]]
+    m = evaluate_similarity(torch.eye(2), torch.tensor([0, 1]), meta)
+    assert m["rsum"] == pytest.approx(600.0) and "t2p_hmAP" not in m

@@ -9,7 +9,6 @@ import torch
 import h2arn.train as T
 from h2arn import lorentz as L
 from h2arn.aggregation import contribution_weights, effective_tokens
-from h2arn.extract import link_paths  # noqa: F401  (import check: the CLI module loads)
 from h2arn.losses import _multi_positive_ce, relative_K
 from tests._fake_features import make_fake_features
 
@@ -40,8 +39,22 @@ def test_relative_temperature_is_scale_free_and_effective_tokens_counts():
     assert effective_tokens(torch.tensor([[1.0, 0.0, 0.0]])).item() == pytest.approx(1.0)
 
 
+def _add_caption_targets(feats) -> None:
+    """Give the fake features benchmark-v4 caption meta: level-0 captions name the category, the others the instance."""
+    import json
+
+    for path in feats.glob("*_meta_*.json"):
+        meta = json.loads(path.read_text())
+        for m in meta:
+            m["taxonomy_path"] = [m["category"]]
+            m["target"] = ({"level": 0, "node": [m["category"]], "named": {}} if m["level"] == 0 else
+                           {"level": m["level"], "node": [m["category"]], "named": {}, "shape": m["shape"]})
+        path.write_text(json.dumps(meta))
+
+
 def test_options_train_and_scalars_get_their_own_lr(tmp_path):
     feats = make_fake_features(tmp_path / "feats")
+    _add_caption_targets(feats)
     links = dict(train_link=[str(feats / "Elephant_link_train.json")], val_link=[str(feats / "Elephant_link_val.json")])
     cfg = T.TrainConfig(**TINY, **links, run_dir=str(tmp_path / "run"), positives="hierarchy", scalar_lr=0.05,
                         cone_aperture=0.8, agg_temp_relative=True, agg_temp_init=1.0)
@@ -51,3 +64,10 @@ def test_options_train_and_scalars_get_their_own_lr(tmp_path):
     base = T.train(T.TrainConfig(**TINY, **links, run_dir=str(tmp_path / "base")), quiet=True)["history"][-1]
     # 2 epochs x 3 steps: with lr 0.05 log c moves far more than with the shared 2e-3
     assert abs(math.log(rec["scalars"]["curvature"])) > 5 * abs(math.log(base["scalars"]["curvature"]))
+
+
+def test_hierarchy_positives_need_caption_targets(tmp_path):
+    feats = make_fake_features(tmp_path / "feats")     # no targets in this meta
+    links = dict(train_link=[str(feats / "Elephant_link_train.json")], val_link=[str(feats / "Elephant_link_val.json")])
+    with pytest.raises(T.FeatureError, match="positives hierarchy"):
+        T.train(T.TrainConfig(**TINY, **links, run_dir=str(tmp_path / "run"), positives="hierarchy"), quiet=True)
