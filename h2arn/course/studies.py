@@ -65,9 +65,9 @@ STUDIES: dict[str, dict] = {
     "depth": {"axis": "is-a levels named by captions", "values": (1, 2, 4), "variants": ("h2arn", "euclidean"),
               "overrides": None, "data": lambda v: {"depth": v},
               "question": "does the gap grow as the taxonomy the captions name gets deeper?"},
-    "redundancy": {"axis": "share of redundant points per artefact", "values": (0.0, 0.2, 0.4),
+    "redundancy": {"axis": "share of redundant points per artefact", "values": ("default", 0.0, 0.2, 0.4),
                    "variants": ("h2arn", "mean_pool", "oracle"),
-                   "overrides": None, "data": lambda v: {"redundancy": (v, v)},
+                   "overrides": None, "data": lambda v: {} if v == "default" else {"redundancy": (v, v)},
                    "question": "does contribution weighting discount redundant points as redundancy grows "
                                "(vs mean pooling, and vs the oracle that drops flagged tokens)?"},
     "options": {"axis": "training option", "values": tuple(TRAINING_OPTIONS), "variants": ("h2arn", "euclidean"),
@@ -112,7 +112,7 @@ def _train_one(profile: str, run: dict, train: bool = True) -> Path | None:
 
     ov = dict(run["overrides"])
     variant = run["variant"]
-    if run["data"] is not None or variant == "oracle":
+    if run["data"] or variant == "oracle":   # other data than the profile's default features
         from h2arn.course.study_data import study_links   # generator knobs (benchmark v4)
 
         links = study_links(profile, run["data"] or {}, oracle=variant == "oracle", build=train)
@@ -142,7 +142,8 @@ def _last_scalars(run_dir: Path) -> dict:
 
 
 def run_study(study: str, profile: str = "ci", seeds: Sequence[int] = range(5), phase: str = "all",
-              log: Callable[[str], None] = print, values: Sequence | None = None) -> dict | None:
+              log: Callable[[str], None] = print, values: Sequence | None = None,
+              variants: Sequence[str] | None = None) -> dict | None:
     """Train (cached) and/or evaluate every run of ``study``; write and return its results (phase evaluate/all).
 
     ``values`` restricts the TRAIN phase to some axis values (to split a study over processes); the results
@@ -155,6 +156,10 @@ def run_study(study: str, profile: str = "ci", seeds: Sequence[int] = range(5), 
         if phase != "train":
             raise ValueError("--values only splits the train phase; evaluate the whole study afterwards")
         runs = [r for r in runs if str(r["value"]) in {str(v) for v in values}]
+    if variants is not None:
+        if phase != "train":
+            raise ValueError("--variants only splits the train phase; evaluate the whole study afterwards")
+        runs = [r for r in runs if r["variant"] in variants]
     t0 = time.perf_counter()
     dirs = []
     for run in tqdm(runs, desc=f"{study}: {'train' if phase != 'evaluate' else 'find runs'}", disable=None):
@@ -205,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--seeds", default="5", help="number of seeds (5) or a range a-b (0-4)")
     r.add_argument("--phase", default="all", choices=["all", "train", "evaluate"])
     r.add_argument("--values", nargs="+", default=None, help="train only these axis values (with --phase train)")
+    r.add_argument("--variants", nargs="+", default=None, help="train only these variants (with --phase train)")
     args = ap.parse_args(argv)
     names = sorted(STUDIES) if args.study == "all" else [args.study]
     bad = [n for n in names if n not in STUDIES]
@@ -216,11 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         print(f"error: --seeds {args.seeds!r} is not a number or a range a-b; e.g. --seeds 5", file=sys.stderr)
         return 2
-    if args.values and args.phase != "train":
+    if (args.values or args.variants) and args.phase != "train":
         print("error: --values only applies to --phase train (the results file needs the whole study)", file=sys.stderr)
         return 2
     for n in names:
-        run_study(n, args.profile, seeds, args.phase, values=args.values)
+        run_study(n, args.profile, seeds, args.phase, values=args.values, variants=args.variants)
     return 0
 
 
