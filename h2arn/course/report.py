@@ -107,7 +107,8 @@ def collect(profile: str = "ci", seeds: Sequence[int] = range(5), variants: Sequ
     seeds = list(seeds)
     out: dict = {"format": "h2arn-results", "profile": profile, "seeds": seeds, "variants": {},
                  "metrics_version": METRICS_VERSION, "headline_metric": HEADLINE,
-                 "command": f"python -m h2arn.course.report --profile {profile} --seeds {len(seeds)}",
+                 "command": f"python -m h2arn.course.report --profile {profile} --seeds {len(seeds)}"
+                            + ("" if tuple(variants) == REPORT_VARIANTS else f" --variants {' '.join(variants)}"),
                  "config": {k: v for k, v in config_for(profile, "h2arn").to_dict().items()
                             if k not in ("train_link", "val_link", "run_dir", "device", "resume")}}
     per_query: dict[str, list] = {}
