@@ -434,6 +434,10 @@ def render_markdown(res: dict, studies: Sequence[dict]) -> str:
              "capped because generic captions are true of several clouds).", ""]
     lines += ["**The paper's claims on this benchmark** (supported = the paired 95 % interval excludes 0 in the "
               "paper's direction; contradicted = it excludes 0 the other way):", ""] + claims_table(res) + [""]
+    not_run = [v for v in REPORT_VARIANTS if v not in res["variants"]]
+    if not_run:
+        lines += [f"**Variants not run in this report** (the CPU time of the session that wrote it ran out): "
+                  f"{', '.join(not_run)}. `python -m h2arn.course.report --profile {p} --seeds 5` runs all six.", ""]
     lines += main_table(res) + ["", "**Paired differences** (variant − H2ARN, same seeds, 95 % t-interval; "
                                  "the last column is a paired bootstrap over test captions of the seed-averaged AP):", ""]
     lines += paired_table(res) + ["", "**Per caption level** (0 = most generic). The ceiling is the instance R@K of a "
