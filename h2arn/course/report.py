@@ -30,8 +30,9 @@ from h2arn.features import atomic_write_json
 from h2arn.paths import repo_root
 from h2arn.stats import bootstrap_interval, format_interval, mean_interval, paired_t_interval
 
-__all__ = ["REPORT_VARIANTS", "KEY_METRICS", "collect", "results_json_path", "render_markdown", "write_report",
-           "summarise_study", "main"]
+__all__ = ["REPORT_VARIANTS", "KEY_METRICS", "PAPER_CLAIMS", "collect", "results_json_path", "render_markdown",
+           "write_report", "summarise_study", "study_figure", "study_section", "verdict", "claims", "claims_table",
+           "headline", "main_table", "paired_table", "level_table", "engagement_table", "main"]
 
 REPORT_VARIANTS = ("h2arn", "euclidean", "euclidean_ca", "no_cone", "mean_pool", "fixed_curvature")
 # metric key -> column title
