@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -73,7 +74,7 @@ def oracle_features(feats: Path, pc_model: str = "PointNet") -> Path:
     out = feats.with_name(feats.name + "-oracle")
     stamp = out / "source.json"
     source = {"source": str(feats), "mtime_ns": (feats / "manifest.json").stat().st_mtime_ns,
-              "threshold": ORACLE_THRESHOLD}
+              "threshold": ORACLE_THRESHOLD, "layout": 2}
     if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == source:
         return out
     for link in sorted(feats.glob("*_link_*.json")):
@@ -85,6 +86,15 @@ def oracle_features(feats: Path, pc_model: str = "PointNet") -> Path:
         split_dir = feats / subset / split
         for f in split_dir.glob("*.pt"):
             if f.name.startswith("pc_masks_"):
+                continue
+            if f.name.startswith("pc_features_"):
+                # a real copy: the loader resolves symlinks and reads the mask beside the RESOLVED features file,
+                # so a linked cloud-feature file would silently bring back the original (unmasked) tokens
+                dst = out / subset / split / f.name
+                if dst.is_symlink() or dst.exists():
+                    dst.unlink()
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dst)
                 continue
             _link_or_copy(f, out / subset / split / f.name)
         shares_path = token_redundancy_path(feats, subset, split, pc_model)
