@@ -512,7 +512,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5, help="number of seeds (>= 5 for the paired intervals)")
     ap.add_argument("--variants", nargs="+", default=list(REPORT_VARIANTS))
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite the markdown/README from the committed docs/results_<profile>.json and the study "
+                         "files, without evaluating (after a study was re-evaluated)")
     args = ap.parse_args(argv)
+    if args.render_only:
+        path = results_json_path(args.profile)
+        if not path.is_file():
+            print(f"error: {path} not found; run without --render-only first", file=sys.stderr)
+            return 2
+        res = json.loads(path.read_text(encoding="utf-8"))
+        studies = [s for s in (load_study(args.profile, n) for n in STUDIES) if s]
+        for k, v in write_report(res, studies).items():
+            print(f"wrote {k}: {v}")
+        return 0
     bad = [v for v in args.variants if v not in REPORT_VARIANTS]
     if bad or "h2arn" not in args.variants:
         print(f"error: --variants must include h2arn and only {list(REPORT_VARIANTS)}; got {args.variants}", file=sys.stderr)

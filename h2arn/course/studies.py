@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from h2arn.features import atomic_write_json
+from h2arn.features import FeatureError, atomic_write_json, data_fingerprint
 from h2arn.paths import repo_root
 
 __all__ = ["STUDIES", "study_runs", "run_study", "results_path", "load_study", "main"]
@@ -127,10 +127,16 @@ def _train_one(profile: str, run: dict, train: bool = True) -> Path | None:
     metrics = d / "metrics.json"
     if metrics.is_file() and (d / "best_model.pth").is_file():
         try:
-            if json.loads(metrics.read_text(encoding="utf-8")).get("complete"):
-                return d
+            m = json.loads(metrics.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
-            pass
+            return None
+        cfg = m.get("config", {})
+        try:   # a run trained on features that were re-extracted since (another benchmark version) is stale
+            fresh = m.get("data", {}).get("fingerprint") == data_fingerprint(cfg["train_link"] + cfg["val_link"])
+        except (KeyError, OSError, FeatureError):
+            fresh = False
+        if m.get("complete") and fresh:
+            return d
     return None
 
 
