@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from h2arn import lorentz as L
 
 __all__ = ["LIFTS", "GEOMETRIES", "MODES", "lift_tokens", "masked_mean", "bounded_exp",
-           "contribution_weights", "aggregate", "ContributionAggregator"]
+           "contribution_weights", "effective_tokens", "aggregate", "ContributionAggregator"]
 
 LIFTS = ("expmap", "official")
 GEOMETRIES = ("hyperbolic", "euclidean")
@@ -100,10 +100,14 @@ def masked_mean(z: Tensor, mask: Tensor) -> Tensor:
 
 
 def contribution_weights(z: Tensor, mask: Tensor, c: Tensor | float | None, temperature: Tensor | float,
-                         *, lift: str = "expmap", geometry: str = "hyperbolic") -> Tensor:
+                         *, lift: str = "expmap", geometry: str = "hyperbolic", relative: bool = False) -> Tensor:
     """Softmax over valid tokens of ``-distance(token, anchor) / temperature``: ``(B, L)``, rows sum to 1.
 
     z: scaled tokens ``(B, L, D)``; mask ``(B, L)`` bool; padding gets weight exactly 0.
+    ``relative=True`` divides each sample's distances by their mean over its valid tokens (detached), so the
+    temperature is in units of the sample's own token spread: T = 1 weighs a token at the mean distance
+    e^-1 times the anchor's weight whatever the radii are. With absolute distances, T = 0.07 against token
+    spreads of ~1 makes the pooling nearly one-hot (replication audit: ~9 % of the tokens used).
     """
     mask = _check_mask(z, mask)
     anchor = masked_mean(z, mask)                                        # (B, D)
@@ -117,13 +121,26 @@ def contribution_weights(z: Tensor, mask: Tensor, c: Tensor | float | None, temp
         d = (diff * diff).sum(dim=-1).clamp_min(torch.finfo(z.dtype).tiny).sqrt()
     else:
         raise ValueError(f"unknown geometry {geometry!r}; choose one of {GEOMETRIES}")
+    if relative:
+        spread = (d * mask).sum(dim=-1, keepdim=True) / mask.sum(dim=-1, keepdim=True).clamp_min(1)
+        d = d / spread.detach().clamp_min(torch.finfo(d.dtype).eps)
     logits = (-d / temperature).masked_fill(~mask, float("-inf"))
     return torch.softmax(logits, dim=-1)
 
 
+def effective_tokens(weights: Tensor) -> Tensor:
+    """Effective number of pooled tokens per sample, ``exp(entropy of the weights)``: ``(B, L)`` -> ``(B,)``.
+
+    Equals the number of valid tokens for uniform weights and 1 for one-hot weights.
+    """
+    w = weights.clamp_min(0)
+    ent = -(w * torch.log(w.clamp_min(torch.finfo(w.dtype).tiny))).sum(dim=-1)
+    return torch.exp(ent)
+
+
 def aggregate(z: Tensor, mask: Tensor, c: Tensor | float | None, temperature: Tensor | float, *,
               lift: str = "expmap", geometry: str = "hyperbolic", mode: str = "contribution",
-              validate: bool = True) -> tuple[Tensor, Tensor]:
+              validate: bool = True, relative: bool = False) -> tuple[Tensor, Tensor]:
     """Pool scaled tokens into one embedding per sample.
 
     z ``(B, L, D)`` (already multiplied by alpha), mask ``(B, L)`` bool (True = valid token).
@@ -147,7 +164,7 @@ def aggregate(z: Tensor, mask: Tensor, c: Tensor | float | None, temperature: Te
         w = mask.to(z.dtype)
         weights = w / w.sum(dim=-1, keepdim=True)
     else:
-        weights = contribution_weights(z, mask, c, temperature, lift=lift, geometry=geometry)
+        weights = contribution_weights(z, mask, c, temperature, lift=lift, geometry=geometry, relative=relative)
     pooled = (weights.unsqueeze(-1) * z).sum(dim=-2)                   # (B, D) weighted Euclidean sum
     if geometry == "hyperbolic":
         return lift_tokens(pooled, c, lift), weights
@@ -164,7 +181,7 @@ class ContributionAggregator(nn.Module):
     """
 
     def __init__(self, *, lift: str = "expmap", geometry: str = "hyperbolic", mode: str = "contribution",
-                 temp_init: float = 0.07, temp_min: float = 1e-3, temp_max: float = 10.0):
+                 temp_init: float = 0.07, temp_min: float = 1e-3, temp_max: float = 10.0, relative: bool = False):
         super().__init__()
         if lift not in LIFTS:
             raise ValueError(f"unknown lift {lift!r}; choose one of {LIFTS}")
@@ -176,6 +193,7 @@ class ContributionAggregator(nn.Module):
             raise ValueError(f"temp_init={temp_init} must lie in ({temp_min}, {temp_max})")
         self.lift, self.geometry, self.mode = lift, geometry, mode
         self.temp_min, self.temp_max = temp_min, temp_max
+        self.relative = relative   # temperature relative to each sample's token spread (contribution_weights)
         log_temp = torch.tensor(math.log(temp_init))
         if mode == "contribution":
             self.log_temp = nn.Parameter(log_temp)
@@ -195,7 +213,7 @@ class ContributionAggregator(nn.Module):
                 ) -> tuple[Tensor, Tensor]:
         """z ``(B, L, D)`` scaled tokens, mask ``(B, L)`` -> (embedding, weights), see :func:`aggregate`."""
         return aggregate(z, mask, c, self.temperature(), lift=self.lift, geometry=self.geometry,
-                         mode=self.mode, validate=validate)
+                         mode=self.mode, validate=validate, relative=self.relative)
 
     def extra_repr(self) -> str:
         return f"lift={self.lift}, geometry={self.geometry}, mode={self.mode}"

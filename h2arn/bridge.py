@@ -197,7 +197,7 @@ def map_by_query_type(scores_of: dict[str, Tensor], shapes: RealShapes,
             sel = np.array([i for i, (tt, _, _) in enumerate(flat) if tt == t])
             vals = ap[sel]
             boot = vals[rng.integers(0, len(vals), size=(n_boot, len(vals)))].mean(1)
-            chance = float(np.mean([chance_average_precision(int(relevant[i].sum()), len(labels)) for i in sel]))
+            chance = float(np.mean([float(chance_average_precision(int(relevant[i].sum()), len(labels))) for i in sel]))
             rows.append({"method": method, "query type": t, "n_queries": len(vals), "mAP": float(vals.mean()),
                          "ci_low": float(np.quantile(boot, 0.025)), "ci_high": float(np.quantile(boot, 0.975)),
                          "chance": chance})

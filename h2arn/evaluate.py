@@ -1,8 +1,23 @@
 r"""Evaluation: embedding a split once, every retrieval metric, and a trained run's test numbers.
 
 Change how a metric is computed here and nowhere else. Contents: the official protocol's recalls
-(:func:`retrieval_metrics`), embedding of a split (:func:`embed_split`, :func:`evaluate_split`), and
+(:func:`retrieval_metrics`), the hierarchy-aware metrics with their chance levels and ceilings
+(:func:`hierarchy_metrics`), embedding of a split (:func:`embed_split`, :func:`evaluate_split`), and
 evaluation of a run folder (:func:`evaluate_run`, :func:`hierarchy_check`, :func:`top_k_clouds`).
+
+Hierarchy-aware metrics (relevance from the benchmark's caption targets, :mod:`h2arn.data.relevance`): a caption such as
+"a vessel." is true of every vessel, so instance recall alone cannot tell a model that ranks all
+vessels first from one that does not. Per direction:
+
+* ``hmAP``: mean average precision with binary relevance "the cloud satisfies the caption at the
+  caption's level" (3D->text: the captions the cloud satisfies);
+* ``nDCG@10``: linear gains = the graded relevance (the leading levels of the caption's path a cloud matches, +1
+  when it satisfies the caption: partial credit for sharing part of the taxonomy);
+* per caption level ``L<l>_*``: instance R@K with its **ceiling** (a perfect model that ranks the R
+  clouds satisfying the caption first, in any order, finds the caption's own cloud in the top K with
+  probability ``min(1, K / R)``), hmAP, and the mean number of relevant clouds;
+* ``chance_*``: the expectation of every metric under a uniformly random ranking (exact formulas), and
+  ``ceiling_*``: the best value any model can reach on this gallery.
 
 Protocol (official ``recall.py``, see the reference dossier §4.1), on the full similarity matrix
 ``S`` of shape ``(N_txt, N_pc)`` (rows = captions, columns = clouds):
@@ -24,7 +39,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
+
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -34,9 +49,11 @@ from .features import FeatureSplit, atomic_write_json, data_fingerprint, load_fe
 from .runs import load_run_split, load_trained, test_links_of
 
 __all__ = ["RECALL_KS", "ranks_text_to_cloud", "ranks_cloud_to_text", "retrieval_metrics", "average_precision",
-           "chance_average_precision",
+           "ndcg_at_k", "chance_average_precision", "chance_recall", "ceiling_recall", "hierarchy_metrics",
+           "has_caption_targets", "relevance_tensors",
+           "evaluate_similarity",
            "encode_all", "similarity_in_blocks", "embed_split", "evaluate_split", "evaluate_run",
-           "hierarchy_check", "top_k_clouds"]
+           "hierarchy_check", "top_k_clouds", "engagement"]
 
 RECALL_KS = (1, 5, 10)
 
@@ -108,34 +125,170 @@ def retrieval_metrics(sim: Tensor, txt_to_pc: Tensor) -> dict[str, float]:
     return out
 
 
+# --------------------------------------------------------------------------- hierarchy-aware metrics
+
+NDCG_K = 10
+
+
 def average_precision(scores: Tensor, relevant: Tensor) -> Tensor:
-    """Per-query average precision ``(Q,)`` of a ranking: scores ``(Q, N)`` (higher first), relevant ``(Q, N)`` bool.
+    """AP of each row: ``(Q, N)`` scores (higher = first) and bool relevance -> ``(Q,)`` in [0, 1].
 
-    AP = mean over the relevant items of the precision at their rank (ties broken by index, stable sort).
-    Queries without a relevant item get NaN. Used for class-level search (several right shapes per query).
+    ``AP = (1/R) * sum over relevant items of precision at their rank``; rows without a relevant item get NaN.
+    Ties are broken by column order (stable sort), which only matters for exactly equal scores.
     """
-    order = torch.argsort(scores.double(), dim=1, descending=True, stable=True)
-    rel = relevant.bool().gather(1, order).double()
-    hits = rel.cumsum(1)
-    ranks = torch.arange(1, rel.shape[1] + 1, dtype=torch.float64)
-    n_rel = rel.sum(1)
-    ap = (rel * hits / ranks).sum(1) / n_rel.clamp_min(1)
-    return torch.where(n_rel > 0, ap, torch.full_like(ap, float("nan")))
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    rel = relevant.gather(1, order).double()
+    ranks = torch.arange(1, scores.shape[1] + 1, dtype=torch.float64)
+    precision = rel.cumsum(dim=1) / ranks
+    n_rel = rel.sum(dim=1)
+    return ((precision * rel).sum(dim=1) / n_rel).where(n_rel > 0, torch.tensor(float("nan"), dtype=torch.float64))
 
 
-def chance_average_precision(n_relevant: int, n_total: int) -> float:
-    """Expected AP of a uniformly random ranking with ``n_relevant`` of ``n_total`` items relevant (exact).
+def _discounts(k: int) -> Tensor:
+    return 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
 
-    ``E[AP] = (1/N) sum_n (1 + (n-1)(R-1)/(N-1)) / n``: item at rank n is relevant with probability R/N, and
-    then the other n-1 items above it hold (n-1)(R-1)/(N-1) relevant ones on average.
+
+def ndcg_at_k(scores: Tensor, gains: Tensor, k: int = NDCG_K) -> Tensor:
+    """nDCG@k of each row with linear gains: ``(Q, N)`` scores and gains ``>= 0`` -> ``(Q,)`` (NaN if no gain)."""
+    k = min(k, scores.shape[1])
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    disc = _discounts(k)
+    dcg = (gains.double().gather(1, order) * disc).sum(dim=1)
+    ideal = (gains.double().sort(dim=1, descending=True).values[:, :k] * disc).sum(dim=1)
+    return (dcg / ideal).where(ideal > 0, torch.tensor(float("nan"), dtype=torch.float64))
+
+
+def chance_average_precision(n_relevant: Tensor, n_items: int) -> Tensor:
+    """Expected AP under a uniformly random ranking of ``n_items`` with ``n_relevant`` relevant ones (exact).
+
+    ``E[AP] = (1/N) * (H_N + (R - 1)/(N - 1) * (N - H_N))`` (H_N the harmonic number): the item at rank k is
+    relevant with probability R/N and then has ``1 + (R-1)(k-1)/(N-1)`` relevant items at or above it.
     """
-    R, N = int(n_relevant), int(n_total)
-    if not 0 < R <= N:
-        raise ValueError(f"need 0 < n_relevant <= n_total, got {R}, {N}")
-    if N == 1:
-        return 1.0
-    n = np.arange(1, N + 1, dtype=np.float64)
-    return float(np.mean((1 + (n - 1) * (R - 1) / (N - 1)) / n))
+    r = torch.as_tensor(n_relevant, dtype=torch.float64)
+    n = float(n_items)
+    h = float(torch.sum(1.0 / torch.arange(1, n_items + 1, dtype=torch.float64)))
+    frac = (r - 1) / (n - 1) if n > 1 else torch.zeros_like(r)
+    return (h + frac * (n - h)) / n
+
+
+def _hit_probability(n_items: Tensor, n_good: Tensor, k: int) -> Tensor:
+    """P(at least one of ``n_good`` items is in the top ``k`` of a random order of ``n_items``)."""
+    n = torch.as_tensor(n_items, dtype=torch.float64)
+    g = torch.as_tensor(n_good, dtype=torch.float64)
+    # 1 - C(n - g, k) / C(n, k) = 1 - prod_{i<k} (n - g - i) / (n - i)
+    miss = torch.ones_like(n * g)
+    for i in range(k):
+        miss = miss * ((n - g - i).clamp_min(0) / (n - i).clamp_min(1))
+    return 1.0 - miss
+
+
+def chance_recall(n_items: int, n_targets: Tensor, k: int) -> Tensor:
+    """Per query, the probability that a random ranking of ``n_items`` puts one of its targets in the top k."""
+    return _hit_probability(torch.full_like(torch.as_tensor(n_targets, dtype=torch.float64), n_items), n_targets, k)
+
+
+def ceiling_recall(n_relevant: Tensor, n_targets: Tensor, k: int) -> Tensor:
+    """Per query, the best instance R@k a model can guarantee when ``n_relevant`` items satisfy the query
+    equally and ``n_targets`` of them count as hits: the targets are a random subset of the relevant ones."""
+    return _hit_probability(n_relevant, n_targets, k)
+
+
+def _pct(x: Tensor) -> float:
+    x = x[~torch.isnan(x)]
+    return float(100.0 * x.mean()) if x.numel() else float("nan")
+
+
+def hierarchy_metrics(sim: Tensor, txt_to_pc: Tensor, meta: Sequence[dict], per_query: bool = False) -> dict:
+    """Hierarchy-aware metrics, per-level recalls with ceilings, chance levels (module docstring), in %.
+
+    sim ``(N_txt, N_pc)``; txt_to_pc ``(N_txt,)``; meta: one dict per caption with ``level`` and the taxonomy
+    fields (:mod:`h2arn.data.relevance`, benchmark v4). With ``per_query=True`` the result also holds ``per_query``: per-caption
+    AP/nDCG/rank/level and per-cloud AP, for a bootstrap over queries (:mod:`h2arn.stats`).
+    """
+    sim, txt_to_pc = _check(sim.detach().float().cpu(), txt_to_pc)
+    n_txt, n_pc = sim.shape
+    rel, grades = relevance_tensors(meta, txt_to_pc, n_pc)
+    has_caption = torch.zeros(n_pc, dtype=torch.bool)
+    has_caption[txt_to_pc] = True
+    out: dict = {}
+    ap_t = average_precision(sim, rel)
+    nd_t = ndcg_at_k(sim, grades)
+    ap_p = average_precision(sim.t()[has_caption], rel.t()[has_caption])
+    nd_p = ndcg_at_k(sim.t()[has_caption], grades.t()[has_caption])
+    out.update({"t2p_hmAP": _pct(ap_t), "p2t_hmAP": _pct(ap_p), f"t2p_nDCG@{NDCG_K}": _pct(nd_t),
+                f"p2t_nDCG@{NDCG_K}": _pct(nd_p)})
+    # chance levels (uniformly random ranking) and ceilings (best any model can do)
+    n_rel_t = rel.sum(dim=1)
+    n_rel_p = rel.t()[has_caption].sum(dim=1)
+    own_per_cloud = torch.bincount(txt_to_pc, minlength=n_pc)[has_caption]
+    ones = torch.ones(n_txt, dtype=torch.float64)
+    kk = min(NDCG_K, n_pc)
+    chance_nd_t = (grades.double().mean(dim=1) * _discounts(kk).sum()) / \
+        (grades.double().sort(dim=1, descending=True).values[:, :kk] * _discounts(kk)).sum(dim=1)
+    kp = min(NDCG_K, n_txt)
+    gp = grades.t()[has_caption].double()
+    chance_nd_p = (gp.mean(dim=1) * _discounts(kp).sum()) / \
+        (gp.sort(dim=1, descending=True).values[:, :kp] * _discounts(kp)).sum(dim=1)
+    out.update({"chance_t2p_hmAP": _pct(chance_average_precision(n_rel_t, n_pc)),
+                "chance_p2t_hmAP": _pct(chance_average_precision(n_rel_p, n_txt)),
+                f"chance_t2p_nDCG@{NDCG_K}": _pct(chance_nd_t), f"chance_p2t_nDCG@{NDCG_K}": _pct(chance_nd_p)})
+    chance_rsum = ceiling_rsum = 0.0
+    for k in RECALL_KS:
+        out[f"chance_t2p_R@{k}"] = _pct(chance_recall(n_pc, ones, k))
+        out[f"chance_p2t_R@{k}"] = _pct(chance_recall(n_txt, own_per_cloud, k))
+        out[f"ceiling_t2p_R@{k}"] = _pct(ceiling_recall(n_rel_t, ones, k))
+        out[f"ceiling_p2t_R@{k}"] = _pct(ceiling_recall(n_rel_p, own_per_cloud, k))
+        chance_rsum += out[f"chance_t2p_R@{k}"] + out[f"chance_p2t_R@{k}"]
+        ceiling_rsum += out[f"ceiling_t2p_R@{k}"] + out[f"ceiling_p2t_R@{k}"]
+    out["chance_rsum"], out["ceiling_rsum"] = chance_rsum, ceiling_rsum
+    out["relevant_per_caption"] = float(n_rel_t.double().mean())
+    # per caption level
+    levels = torch.tensor([int(m["level"]) for m in meta])
+    ranks = ranks_text_to_cloud(sim, txt_to_pc)
+    out["levels"] = sorted(set(levels.tolist()))
+    for lv in out["levels"]:
+        sel = levels == lv
+        pre = f"L{lv}_"
+        out[pre + "n"] = int(sel.sum())
+        out[pre + "relevant_mean"] = float(n_rel_t[sel].double().mean())
+        out[pre + "t2p_hmAP"] = _pct(ap_t[sel])
+        out[pre + f"t2p_nDCG@{NDCG_K}"] = _pct(nd_t[sel])
+        out[pre + "chance_t2p_hmAP"] = _pct(chance_average_precision(n_rel_t[sel], n_pc))
+        for k in RECALL_KS:
+            out[pre + f"t2p_R@{k}"] = _pct((ranks[sel] <= k).double())
+            out[pre + f"ceiling_t2p_R@{k}"] = _pct(ceiling_recall(n_rel_t[sel], ones[sel], k))
+    if per_query:
+        out["per_query"] = {"t2p_ap": ap_t.tolist(), "t2p_ndcg": nd_t.tolist(), "t2p_rank": ranks.tolist(),
+                            "level": levels.tolist(), "p2t_ap": ap_p.tolist()}
+    return out
+
+
+def has_caption_targets(meta: Sequence[dict] | None) -> bool:
+    """True when every caption's meta says what it names (benchmark v4: ``level``, ``target``, ``taxonomy_path``)."""
+    return bool(meta) and all(m.get("level") is not None and "target" in m and "taxonomy_path" in m for m in meta)
+
+
+def relevance_tensors(meta: Sequence[dict], txt_to_pc: Tensor, num_clouds: int) -> tuple[Tensor, Tensor]:
+    """``(relevant bool, grades float)``, both ``(N_txt, N_pc)``, from :mod:`h2arn.data.relevance`."""
+    from .data.relevance import relevance_grades, relevance_matrix
+
+    links = torch.as_tensor(txt_to_pc).tolist()
+    rel = torch.from_numpy(relevance_matrix(meta, links))
+    grades = torch.from_numpy(relevance_grades(meta, links)).float()
+    if rel.shape != (len(meta), num_clouds):
+        raise ValueError(f"relevance covers {rel.shape[1]} clouds but the split has {num_clouds}: every cloud needs "
+                         "at least one caption for hierarchy-aware metrics")
+    return rel, grades
+
+
+def evaluate_similarity(sim: Tensor, txt_to_pc: Tensor, meta: Sequence[dict] | None = None,
+                        per_query: bool = False) -> dict:
+    """Every metric of one similarity matrix: the official recalls, plus the hierarchy-aware ones when the
+    captions carry their targets (benchmark v4 meta, :func:`has_caption_targets`)."""
+    out: dict = {k: float(v) for k, v in retrieval_metrics(sim, txt_to_pc).items()}
+    if has_caption_targets(meta):
+        out.update(hierarchy_metrics(sim, txt_to_pc, meta, per_query=per_query))
+    return out
 
 
 @torch.no_grad()
@@ -207,17 +360,27 @@ def embed_split(model, split: FeatureSplit, device: torch.device, batch_size: in
 
 @torch.no_grad()
 def evaluate_split(model, split: FeatureSplit, device: torch.device, batch_size: int = 512,
-                   amp: bool = False) -> dict:
-    """Retrieval metrics on the full similarity matrix (texts x clouds) of one split."""
+                   amp: bool = False, hierarchy: bool = False, per_query: bool = False) -> dict:
+    """Retrieval metrics on the full similarity matrix (texts x clouds) of one split.
+
+    ``hierarchy=True`` adds the hierarchy-aware metrics (:func:`hierarchy_metrics`) when the split's meta
+    has caption levels; training leaves it off (validation picks the epoch on Rsum, cheaply).
+    """
     t, p = embed_split(model, split, device, batch_size, amp)
     sim = model.similarity(t, p).float().cpu()
-    return {k: float(v) for k, v in retrieval_metrics(sim, split.txt_to_pc.cpu()).items()}
+    return evaluate_similarity(sim, split.txt_to_pc.cpu(), split.meta if hierarchy else None, per_query=per_query)
 
 
 # --------------------------------------------------------------------------- a trained run
 
-def evaluate_run(run_dir: str | Path, split: str = "test", device: str = "auto") -> dict:
-    """Metrics of a run's best (val-selected) model on ``split``; cached in ``<run>/<split>_metrics.json``."""
+METRICS_VERSION = 2   # bump when a metric changes: cached <split>_metrics.json files are recomputed
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", device: str = "auto", per_query: bool = False) -> dict:
+    """Every metric of a run's best (val-selected) model on ``split``; cached in ``<run>/<split>_metrics.json``.
+
+    ``per_query=True`` keeps per-query scores (``per_query``) for bootstraps over queries.
+    """
     run_dir = Path(run_dir)
     model_path = run_dir / "best_model.pth"
     cache = run_dir / f"{split}_metrics.json"
@@ -226,15 +389,18 @@ def evaluate_run(run_dir: str | Path, split: str = "test", device: str = "auto")
     fingerprint = data_fingerprint(links)
     if cache.is_file():
         cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached.get("model_mtime_ns") == stamp and cached.get("fingerprint") == fingerprint:
+        if (cached.get("model_mtime_ns") == stamp and cached.get("fingerprint") == fingerprint
+                and cached.get("metrics_version") == METRICS_VERSION and (not per_query or "per_query" in cached)):
             return cached
     dev = resolve_device(device)
     model, payload = load_trained(run_dir, str(dev))
     data = load_feature_splits(links)
-    m = evaluate_split(model, data, dev)
-    m.update({"split": split, "best_epoch": payload.get("epoch"), "model_mtime_ns": stamp, "fingerprint": fingerprint,
+    m = evaluate_split(model, data, dev, hierarchy=True, per_query=True)
+    m.update({"metrics_version": METRICS_VERSION, "gallery_clouds": data.num_clouds, "split": split, "best_epoch": payload.get("epoch"), "model_mtime_ns": stamp, "fingerprint": fingerprint,
               "val_rsum": payload.get("val_metrics", {}).get("rsum")})
-    atomic_write_json(m, cache, indent=1)
+    atomic_write_json(m, cache)
+    if not per_query:
+        m = {k: v for k, v in m.items() if k != "per_query"}
     return m
 
 
@@ -295,3 +461,88 @@ def top_k_clouds(run_dir: str | Path, query_indices: Sequence[int], k: int = 5, 
                     "top_meta": [data.meta[owners[j][0]] if owners[j] else {} for j in top],
                     "scores": [float(row[j]) for j in top]})
     return out
+
+
+# --------------------------------------------------------------------------- is the geometry engaged?
+
+def _token_redundancy_of(links: Sequence[Path], pc_model: str = "PointNet") -> Tensor | None:
+    """Per-token redundancy shares ``(N_pc, T)`` of the clouds behind ``links`` (link order), or None if absent."""
+    parts = []
+    for link in map(Path, links):
+        subset, split = link.stem.split("_link_")
+        path = link.parent / subset / split / f"pc_redundancy_{pc_model}.pt"
+        if not path.is_file():
+            return None
+        parts.append(torch.load(path, map_location="cpu", weights_only=True).float())
+    return torch.cat(parts) if parts else None
+
+
+@torch.no_grad()
+def engagement(run_dir: str | Path, split: str = "test", device: str = "auto", batch_size: int = 256) -> dict:
+    """Is the hyperbolic machinery doing anything in this trained run? (replication audit, section 2)
+
+    * ``cone_inside``: share of (caption, its cloud) pairs whose cloud lies inside the caption's entailment cone
+      (exterior angle <= half-aperture, with the run's K or relative aperture); NaN for Euclidean runs;
+    * ``radius_text``/``radius_cloud`` and ``radius_text_by_level``: mean distance to the origin (hyperbolic);
+    * ``eff_tokens_text``/``eff_tokens_cloud``: effective number of pooled tokens ``exp(entropy)`` of the
+      aggregation weights, with ``valid_tokens_*`` (uniform pooling uses them all);
+    * ``redundant_weight_mass`` vs ``redundant_uniform_mass``: pooling weight on cloud tokens with more than half of
+      their points flagged redundant, against what uniform pooling puts there (present with benchmark v4 features).
+    """
+    from . import lorentz as L
+    from .aggregation import effective_tokens
+
+    dev = resolve_device(device)
+    model, payload = load_trained(run_dir, str(dev))
+    links = test_links_of(run_dir, split)
+    data = load_feature_splits(links)
+    out: dict = {"split": split, "hyperbolic": bool(model.hyperbolic)}
+    for name, tok, msk in (("text", data.txt, data.txt_mask), ("cloud", data.pc, data.pc_mask)):
+        eff, valid, weights = [], [], []
+        for s in range(0, tok.shape[0], batch_size):
+            t, m = tok[s:s + batch_size].to(dev), msk[s:s + batch_size].to(dev)
+            w = model.contributions(t, m, name).float().cpu()
+            eff.append(effective_tokens(w))
+            valid.append(m.sum(dim=1).float().cpu())
+            weights.append(w)
+        out[f"eff_tokens_{name}"] = float(torch.cat(eff).mean())
+        out[f"valid_tokens_{name}"] = float(torch.cat(valid).mean())
+        if name == "cloud":
+            shares = _token_redundancy_of(links)
+            if shares is not None and shares.shape[0] == data.num_clouds:
+                w = torch.cat([_pad_columns(x, shares.shape[1]) for x in weights])
+                red = (torch.nan_to_num(shares, nan=0.0) > 0.5) & data.pc_mask.bool()[:, :shares.shape[1]]
+                uniform = data.pc_mask.float()[:, :shares.shape[1]]
+                uniform = uniform / uniform.sum(dim=1, keepdim=True).clamp_min(1)
+                out["redundant_weight_mass"] = float((w * red).sum(dim=1).mean())
+                out["redundant_uniform_mass"] = float((uniform * red).sum(dim=1).mean())
+                out["redundant_token_share"] = float(red.float().sum() / data.pc_mask[:, :shares.shape[1]].sum())
+    t_emb, p_emb = embed_split(model, data, dev, batch_size)
+    if model.hyperbolic:
+        c = model.curvature()
+        loss_cfg = payload.get("loss_config") or {}
+        own = p_emb[data.txt_to_pc.to(p_emb.device)]
+        aperture = loss_cfg.get("cone_aperture")
+        if aperture:
+            from .losses import relative_K
+            K = relative_K(t_emb, c, aperture)
+        else:
+            K = float(loss_cfg.get("K", 0.1))
+        inside = L.exterior_angle(t_emb, own, c) <= L.half_aperture(t_emb, c, K)
+        out["cone_inside"] = float(inside.float().mean())
+        rt, rp = L.dist0(t_emb, c).cpu(), L.dist0(p_emb, c).cpu()
+        out["radius_text"], out["radius_cloud"] = float(rt.mean()), float(rp.mean())
+        levels = [m.get("level") for m in data.meta]
+        if levels and all(lv is not None for lv in levels):
+            lv = torch.tensor(levels)
+            out["radius_text_by_level"] = {str(int(k)): float(rt[lv == k].mean()) for k in sorted(set(levels))}
+    else:
+        out["cone_inside"] = float("nan")
+    return out
+
+
+def _pad_columns(w: Tensor, width: int) -> Tensor:
+    """Pad or cut ``(B, L)`` weights to ``width`` columns (token files and trimmed batches may differ in L)."""
+    if w.shape[1] >= width:
+        return w[:, :width]
+    return torch.nn.functional.pad(w, (0, width - w.shape[1]))

@@ -18,13 +18,15 @@ logs say so (``entailment_defined = 0``).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from h2arn import lorentz as L
 from h2arn.model import H2ARN, LossConfig, float32_geometry
 
-__all__ = ["positive_mask", "multi_positive_contrastive", "entailment_cone_loss", "contrastive_logits",
+__all__ = ["positive_mask", "multi_positive_contrastive", "entailment_cone_loss", "contrastive_logits", "relative_K",
            "H2ARNLoss"]
 
 
@@ -35,15 +37,22 @@ def positive_mask(pc_idx: Tensor) -> Tensor:
     return pc_idx.unsqueeze(1) == pc_idx.unsqueeze(0)
 
 
-def _multi_positive_ce(logits: Tensor, pos_mask: Tensor) -> Tensor:
-    """mean over rows of ``logsumexp_j l_ij - logsumexp_{j pos} l_ij`` = ``-log(sum_pos e^l / sum_all e^l)``."""
+def _multi_positive_ce(logits: Tensor, pos_mask: Tensor, reduction: str = "logsumexp") -> Tensor:
+    """Mean over rows of ``-log(sum_pos e^l / sum_all e^l)`` (``"logsumexp"``: the positives summed inside
+    the log), or of ``mean_pos(-log(e^l / sum_all e^l))`` (``"mean"``: averaged over the positives, SupCon's
+    L_out; with many positives per row, e.g. hierarchy-aware ones, the sum inside the log is satisfied by
+    the single easiest positive)."""
     all_lse = torch.logsumexp(logits, dim=1)
+    if reduction == "mean":
+        pos = pos_mask.to(logits.dtype)
+        pos_mean = (logits.masked_fill(~pos_mask, 0.0) * pos).sum(dim=1) / pos.sum(dim=1).clamp_min(1)
+        return (all_lse - pos_mean).mean()
     pos_lse = torch.logsumexp(logits.masked_fill(~pos_mask, float("-inf")), dim=1)
     return (all_lse - pos_lse).mean()
 
 
-def multi_positive_contrastive(logits: Tensor, pos_mask: Tensor, return_terms: bool = False
-                               ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+def multi_positive_contrastive(logits: Tensor, pos_mask: Tensor, return_terms: bool = False,
+                               reduction: str = "logsumexp") -> Tensor | tuple[Tensor, Tensor, Tensor]:
     """Symmetric multi-positive InfoNCE (paper Eq. 7 both ways): a scalar tensor.
 
     logits ``(B, B)`` (rows = texts, columns = clouds), pos_mask ``(B, B)`` bool with at least one
@@ -56,14 +65,26 @@ def multi_positive_contrastive(logits: Tensor, pos_mask: Tensor, return_terms: b
     if not (bool(pos_mask.any(dim=1).all()) and bool(pos_mask.any(dim=0).all())):
         raise ValueError("every row and column of pos_mask needs at least one positive "
                          "(with pc_idx-based masks the diagonal always is one)")
-    t2p = _multi_positive_ce(logits, pos_mask)
-    p2t = _multi_positive_ce(logits.t(), pos_mask.t())
+    t2p = _multi_positive_ce(logits, pos_mask, reduction)
+    p2t = _multi_positive_ce(logits.t(), pos_mask.t(), reduction)
     loss = 0.5 * (t2p + p2t)
     return (loss, t2p, p2t) if return_terms else loss
 
 
+def relative_K(text_emb: Tensor, c: Tensor | float, aperture: float) -> Tensor:
+    """The cone constant ``K`` that gives a text at the batch's mean radius the half-aperture ``aperture``.
+
+    ``half_aperture = asin(2K / (sqrt(c) ||x_s||))``, so ``K = sin(aperture) sqrt(c) mean||x_s|| / 2`` (detached).
+    With the fixed K = 0.1 and texts at ||x_s|| ~ 0.5 the cone is 0.33 rad wide while positive clouds sit at
+    ~1.3 rad: the hinge is never satisfied (replication audit) and acts as a constant radial pull.
+    """
+    c = torch.as_tensor(c, dtype=text_emb.dtype, device=text_emb.device)
+    radius = text_emb[..., 1:].norm(dim=-1).mean()
+    return (math.sin(aperture) * c.sqrt() * radius / 2.0).detach()
+
+
 def _entailment_terms(text_emb: Tensor, cloud_emb: Tensor, pos_mask: Tensor, c: Tensor | float,
-                      K: float) -> tuple[Tensor, Tensor]:
+                      K: float | Tensor) -> tuple[Tensor, Tensor]:
     """(loss, active fraction) as tensors (no device sync); see :func:`entailment_cone_loss`."""
     rows, cols = pos_mask.nonzero(as_tuple=True)
     if rows.numel() == 0:
@@ -110,9 +131,12 @@ class H2ARNLoss(nn.Module):
         super().__init__()
         self.config = config if config is not None else LossConfig()
 
-    def forward(self, model: H2ARN, t_emb: Tensor, p_emb: Tensor, pc_idx: Tensor
+    def forward(self, model: H2ARN, t_emb: Tensor, p_emb: Tensor, pc_idx: Tensor, pos_mask: Tensor | None = None
                 ) -> tuple[Tensor, dict[str, float]]:
         """t_emb ``(B, E)``, p_emb ``(B, E)`` (row k = the cloud of link k), pc_idx ``(B,)`` long cloud ids.
+
+        ``pos_mask`` ``(B, B)`` bool overrides the positives (default: same cloud id); the training loop
+        passes the hierarchy-aware positives there (every cloud that satisfies the caption).
 
         Returns ``(total_loss, logs)``; logs keys: ``loss, contrastive, contrastive_t2p,
         contrastive_p2t, entailment, entailment_weighted, entail_active_frac, entailment_defined,
@@ -124,15 +148,18 @@ class H2ARNLoss(nn.Module):
                              f"{tuple(pc_idx.shape)} must share the batch size B")
         with float32_geometry(t_emb.device):
             t, p = t_emb.float(), p_emb.float()
-            pos = positive_mask(pc_idx.to(t.device))
+            pos = positive_mask(pc_idx.to(t.device)) if pos_mask is None else (pos_mask.to(t.device).bool()
+                                                                                 | positive_mask(pc_idx.to(t.device)))
             logits = contrastive_logits(model, t, p, cfg.tau, cfg.logits)
-            cont, t2p, p2t = multi_positive_contrastive(logits, pos, return_terms=True)
+            cont, t2p, p2t = multi_positive_contrastive(logits, pos, return_terms=True,
+                                                        reduction=cfg.positive_reduction)
             if model.hyperbolic:
+                K = cfg.K if cfg.cone_aperture is None else relative_K(t, model.curvature(), cfg.cone_aperture)
                 if cfg.cone_weight > 0:
-                    ent, active = _entailment_terms(t, p, pos, model.curvature(), cfg.K)
+                    ent, active = _entailment_terms(t, p, pos, model.curvature(), K)
                 else:  # ablation: still measured and logged (MERU practice), but no graph kept
                     with torch.no_grad():
-                        ent, active = _entailment_terms(t, p, pos, model.curvature(), cfg.K)
+                        ent, active = _entailment_terms(t, p, pos, model.curvature(), K)
                 defined = 1.0
             else:
                 ent, active, defined = t.new_zeros(()), t.new_zeros(()), 0.0

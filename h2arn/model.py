@@ -53,6 +53,8 @@ def _from_dict(cls, d: dict):
     return cls(**d)
 
 
+SCALAR_NAMES = ("log_c", "log_alpha_txt", "log_alpha_pcd", "log_temp")   # the learnable scalars
+
 @dataclass
 class ModelConfig:
     """Architecture hyper-parameters. Defaults = the paper's best setting (6 layers, 64 heads, 512-d)."""
@@ -74,6 +76,7 @@ class ModelConfig:
     curv_min: float = 0.1
     curv_max: float = 10.0
     agg_temp_init: float = 0.07
+    agg_temp_relative: bool = False      # True: T in units of each sample's mean token-anchor distance
     mask_padding: bool = True            # False = official code: padding tokens attend and are pooled
 
     def __post_init__(self) -> None:
@@ -120,6 +123,8 @@ class LossConfig:
     cone_weight: float = 0.2
     K: float = 0.1
     logits: str = "distance"             # paper: -d_L / tau; "inner": official code's <.,.>_L / tau
+    positive_reduction: str = "logsumexp"   # "mean": average -log p over the positives (hierarchy positives)
+    cone_aperture: float | None = None   # radians: K set per batch so the mean text has this half-aperture
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
@@ -130,6 +135,10 @@ class LossConfig:
             raise ValueError(f"K must be > 0, got {self.K}")
         if self.logits not in ("distance", "inner"):
             raise ValueError(f"logits={self.logits!r}; choose 'distance' or 'inner'")
+        if self.positive_reduction not in ("logsumexp", "mean"):
+            raise ValueError(f"positive_reduction={self.positive_reduction!r}; choose 'logsumexp' or 'mean'")
+        if self.cone_aperture is not None and not 0 < self.cone_aperture < math.pi / 2:
+            raise ValueError(f"cone_aperture must lie in (0, pi/2) radians, got {self.cone_aperture}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -204,7 +213,7 @@ class H2ARN(nn.Module):
         else:  # fixed-curvature ablation, or Euclidean baseline (no curvature): a buffer, saved in checkpoints
             self.register_buffer("log_c", log_c0)
         agg = dict(lift=config.lift, geometry=config.geometry, mode=config.aggregation,
-                   temp_init=config.agg_temp_init)
+                   temp_init=config.agg_temp_init, relative=config.agg_temp_relative)
         self.txt_agg = ContributionAggregator(**agg)
         self.pcd_agg = ContributionAggregator(**agg)
 
@@ -325,17 +334,28 @@ class H2ARN(nn.Module):
             return t @ p.transpose(-1, -2)
 
     # ------------------------------------------------------------------ optimiser helper
-    def param_groups(self, weight_decay: float) -> list[dict]:
+    def param_groups(self, weight_decay: float, scalar_lr: float | None = None) -> list[dict]:
         """AdamW groups: weight decay on weight matrices only (MERU practice).
 
         Excluded: the learnable scalars (``log_c``, ``log_alpha_*``, aggregation ``log_temp``),
         biases and LayerNorm weights, i.e. every parameter with fewer than 2 dimensions. Decaying
         ``log c`` / ``log alpha`` would pull them toward ``c = 1`` / ``alpha = 1`` for no reason.
+
+        ``scalar_lr``: the learnable scalars get their own learning rate (a third group). With the
+        shared lr of 2e-3, Adam moves a log-parameter by at most ~2e-3 per step, so within a few hundred
+        steps c, alpha and T barely move (replication audit: c 1 -> 0.94) and the ablations that fix
+        them test nothing; a larger lr lets them move within the budget.
         """
-        decay, no_decay = [], []
-        for _, p in self.named_parameters():
+        decay, no_decay, scalars = [], [], []
+        for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            (decay if p.dim() >= 2 else no_decay).append(p)
-        return [{"params": decay, "weight_decay": float(weight_decay)},
-                {"params": no_decay, "weight_decay": 0.0}]
+            if scalar_lr is not None and p.dim() == 0 and name.split(".")[-1] in SCALAR_NAMES:
+                scalars.append(p)
+            else:
+                (decay if p.dim() >= 2 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": float(weight_decay)},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if scalars:
+            groups.append({"params": scalars, "weight_decay": 0.0, "lr": float(scalar_lr)})
+        return groups

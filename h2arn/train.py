@@ -97,6 +97,11 @@ class TrainConfig:
     loss_temp: float = 0.07
     K: float = 0.1
     logits: str = "distance"
+    # training options that engage the geometry (issue 11, section 3; measured on validation in docs/results.md)
+    positives: str = "instance"     # "hierarchy": every cloud satisfying the caption is a positive (averaged)
+    scalar_lr: float | None = None  # own learning rate for c, alpha, T (None = the shared learning_rate)
+    cone_aperture: float | None = None   # radians: cone K set per batch relative to the text radii (None = K)
+    agg_temp_relative: bool = False      # aggregation T relative to each sample's token spread
     # model variants
     geometry: str = "hyperbolic"
     aggregation: str = "contribution"
@@ -150,7 +155,7 @@ class TrainConfig:
 _RESUME_KEYS = ("d_model", "batch_size", "num_epochs", "learning_rate", "nhead", "num_layers", "warmup_ratio",
                 "weight_decay", "grad_clip", "loss_lambda", "loss_temp", "K", "logits", "geometry", "aggregation",
                 "lift", "fixed_curvature", "curv_init", "agg_temp_init", "dropout", "dim_feedforward", "seed",
-                "amp")
+                "amp", "positives", "scalar_lr", "cone_aperture", "agg_temp_relative")
 
 
 # --------------------------------------------------------------------------- flag validation (before any work)
@@ -463,7 +468,7 @@ def build_model(cfg: TrainConfig, d_txt: int, d_pcd: int):
     kw = dict(d_txt=d_txt, d_pcd=d_pcd, d_model=cfg.d_model, nhead=cfg.nhead, num_layers=cfg.num_layers,
               dim_feedforward=cfg.dim_feedforward, dropout=cfg.dropout, geometry=cfg.geometry,
               aggregation=cfg.aggregation, lift=cfg.lift, learn_curvature=not cfg.fixed_curvature,
-              curv_init=cfg.curv_init, agg_temp_init=cfg.agg_temp_init)
+              curv_init=cfg.curv_init, agg_temp_init=cfg.agg_temp_init, agg_temp_relative=cfg.agg_temp_relative)
     return H2ARN(ModelConfig(**kw))
 
 
@@ -471,7 +476,9 @@ def build_loss(cfg: TrainConfig):
     from .losses import H2ARNLoss
     from .model import LossConfig
 
-    return H2ARNLoss(LossConfig(tau=cfg.loss_temp, cone_weight=cfg.loss_lambda, K=cfg.K, logits=cfg.logits))
+    return H2ARNLoss(LossConfig(tau=cfg.loss_temp, cone_weight=cfg.loss_lambda, K=cfg.K, logits=cfg.logits,
+                                positive_reduction="mean" if cfg.positives == "hierarchy" else "logsumexp",
+                                cone_aperture=cfg.cone_aperture))
 
 
 def _loss_config_dict(criterion) -> dict:
@@ -494,7 +501,7 @@ def _scalars(model) -> dict:
 
 def training_step(model, criterion, optimizer, scheduler, txt: Tensor, txt_mask: Tensor, pc: Tensor,
                   pc_mask: Tensor, pc_idx: Tensor, *, grad_clip: float = 1.0, amp: bool = False,
-                  where: str = "") -> tuple[Tensor, dict, Tensor]:
+                  where: str = "", pos_mask: Tensor | None = None) -> tuple[Tensor, dict, Tensor]:
     """One optimisation step on a batch of links: ``(loss, named terms, grad norm before clipping)``.
 
     txt ``(B, L_t, D_t)``, pc ``(B, L_p, D_p)`` (row k = the cloud of link k), pc_idx ``(B,)`` cloud ids
@@ -504,7 +511,8 @@ def training_step(model, criterion, optimizer, scheduler, txt: Tensor, txt_mask:
     device = txt.device
     with autocast(device, amp):
         t_emb, p_emb = model(txt, txt_mask, pc, pc_mask)
-    loss, terms = criterion(unwrap(model), t_emb.float(), p_emb.float(), pc_idx)
+    extra = {} if pos_mask is None else {"pos_mask": pos_mask}   # hierarchy-aware positives (TrainConfig.positives)
+    loss, terms = criterion(unwrap(model), t_emb.float(), p_emb.float(), pc_idx, **extra)
     if not torch.isfinite(loss):
         raise FloatingPointError(
             f"non-finite loss ({loss.item()}) at {where or 'this step'} ({terms}). Fix: lower --learning_rate, "
@@ -595,7 +603,7 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
     seed_everything(cfg.seed)
     model = build_model(cfg, train_split.d_txt, train_split.d_pcd).to(device)
     criterion = build_loss(cfg)
-    optimizer = torch.optim.AdamW(model.param_groups(cfg.weight_decay), lr=cfg.learning_rate,
+    optimizer = torch.optim.AdamW(model.param_groups(cfg.weight_decay, cfg.scalar_lr), lr=cfg.learning_rate,
                                   betas=tuple(cfg.betas), eps=cfg.adam_eps)
     batcher = LinkBatcher(train_split.num_texts, cfg.batch_size, cfg.seed)
     if distributed:  # --batch_size is the GLOBAL batch; each rank encodes its slice of it
@@ -644,6 +652,17 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
     train_txt, train_txt_mask = train_split.txt.to(device), train_split.txt_mask.to(device)
     train_pc, train_pc_mask = train_split.pc.to(device), train_split.pc_mask.to(device)
     txt_to_pc = train_split.txt_to_pc.to(device)
+    satisfies = None
+    if cfg.positives == "hierarchy":   # (N_txt, N_pc): cloud satisfies caption (h2arn.data.relevance), from the meta
+        if distributed:
+            raise FeatureError("--positives hierarchy is single-process only (the gathered loss uses cloud ids). "
+                               "Fix: drop torchrun or use --positives instance")
+        from .evaluate import relevance_tensors
+        try:
+            satisfies = relevance_tensors(train_split.meta, train_split.txt_to_pc, train_split.num_clouds)[0].to(device)
+        except (ValueError, KeyError) as exc:
+            raise FeatureError(f"{', '.join(train_split.sources)}: --positives hierarchy needs caption meta with "
+                               f"levels ({exc}). Fix: re-extract the features or use --positives instance") from exc
     loss_cfg = _loss_config_dict(criterion)
     n_params = sum(p.numel() for p in model.parameters())
     _check_free_space(cfg, n_params)   # every rank: a refusal on rank 0 alone would leave the others waiting
@@ -690,7 +709,8 @@ def _train(cfg: TrainConfig, *, stop_after_epoch: int | None, quiet: bool,
             pc, pc_mask = trim_padding(train_pc[pc_idx], train_pc_mask[pc_idx])
             loss, terms, gn = training_step(train_model, criterion, optimizer, scheduler, txt, txt_mask, pc, pc_mask, pc_idx,
                                             grad_clip=cfg.grad_clip, amp=cfg.amp,
-                                            where=f"epoch {epoch}, step {n_batches + 1}")
+                                            where=f"epoch {epoch}, step {n_batches + 1}",
+                                            pos_mask=None if satisfies is None else satisfies[idx][:, pc_idx])
             n_batches += 1
             grad_norms.append(float(gn))
             record = {k: float(v) for k, v in terms.items()}
@@ -795,6 +815,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--curv_init", type=float, default=d.curv_init, help="initial curvature c (default 1)")
     ap.add_argument("--agg_temp_init", type=float, default=d.agg_temp_init,
                     help="initial aggregation temperature T (default 0.07, as the official code)")
+    ap.add_argument("--positives", default=d.positives, choices=["instance", "hierarchy"],
+                    help="hierarchy: every cloud that satisfies a caption is a positive, averaged over them")
+    ap.add_argument("--scalar_lr", type=float, default=None, help="own learning rate for c, alpha and T")
+    ap.add_argument("--cone_aperture", type=float, default=None,
+                    help="cone half-aperture (radians) at the batch's mean text radius; sets K per batch")
+    ap.add_argument("--agg_temp_relative", action="store_true",
+                    help="aggregation temperature in units of each sample's mean token distance")
     ap.add_argument("--eval_batch_size", type=int, default=d.eval_batch_size)
     ap.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--quiet", action="store_true")

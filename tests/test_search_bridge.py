@@ -26,7 +26,7 @@ def test_chance_average_precision_is_the_mean_over_random_rankings(r, n):
     rel[:, :r] = True
     scores = torch.as_tensor(rng.random((4000, n)))
     mc = float(average_precision(scores, rel).mean())
-    assert chance_average_precision(r, n) == pytest.approx(mc, abs=0.01)
+    assert float(chance_average_precision(r, n)) == pytest.approx(mc, abs=0.01)
 
 
 class _FakeText:
