@@ -115,3 +115,16 @@ def test_batch_kernels_draw_inline_and_keep_progress_bars_out_of_saved_outputs(t
     assert env["MPLBACKEND"] == "module://matplotlib_inline.backend_inline"
     startup = tmp_path / "k" / "ipython" / "profile_default" / "startup" / "00_h2arn_batch.py"
     assert env["IPYTHONDIR"] == str(tmp_path / "k" / "ipython") and "tqdm.std" in startup.read_text()
+
+
+def test_cell_timeout_and_kernel_death_are_named_as_such(fake_root, tmp_path, capsys):
+    """A cell past --cell-timeout and a kernel that dies are reported with their cause, not as an interrupt."""
+    _write(fake_root / "notebooks" / "00_slow.ipynb", [_params(), new_code_cell("import time\ntime.sleep(30)")])
+    _write(fake_root / "notebooks" / "01_dies.ipynb", [_params(), new_code_cell("import os\nos._exit(1)")])
+    code = course.main(["run", "--output-dir", str(tmp_path / "out"), "--cell-timeout", "3", "--no-site"])
+    failed = [l for l in capsys.readouterr().err.splitlines() if "FAILED" in l]
+    assert code == 1 and len(failed) == 2, failed
+    slow = next(l for l in failed if "00_slow" in l)
+    dies = next(l for l in failed if "01_dies" in l)
+    assert "3s cell timeout" in slow and "--cell-timeout" in slow and "KeyboardInterrupt" not in slow
+    assert "kernel died" in dies and "KeyboardInterrupt" not in dies

@@ -112,8 +112,12 @@ def check_notebook(path: Path) -> list[str]:
     return problems
 
 
-def _failing_cell(output: Path) -> str:
-    """Find the failing cell in papermill's output notebook: 'cell N: ErrorName: message'."""
+def _failing_cell(output: Path, with_error: bool = True) -> str:
+    """Find the failing cell in papermill's output notebook: 'cell N: ErrorName: message'.
+
+    ``with_error=False`` names the cell only: after a cell timeout or a dead kernel the recorded error is
+    papermill's interrupt, which would blame the wrong cause.
+    """
     try:
         nb = json.loads(output.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -128,7 +132,7 @@ def _failing_cell(output: Path) -> str:
             if out.get("output_type") == "error":
                 first_line = "".join(cell.get("source", "")).strip().splitlines()[:1]
                 where = f"code cell {code_index} ({first_line[0][:60]!r})" if first_line else f"code cell {code_index}"
-                return f"{where}: {out.get('ename')}: {str(out.get('evalue'))[:300]}"
+                return f"{where}: {out.get('ename')}: {str(out.get('evalue'))[:300]}" if with_error else where
         if cell.get("metadata", {}).get("papermill", {}).get("status") == "running":
             return f"code cell {code_index} was running when the notebook stopped"
     return "papermill failed before any cell reported an error (see the log)"
@@ -198,6 +202,12 @@ def run_notebook(path: Path, profile: str, out_dir: Path, *, kernel: str = DEFAU
         if "No such kernel" in tail or "NoSuchKernel" in tail:
             message = (f"{name}: kernel '{kernel}' is not installed. Fix: python -m ipykernel install "
                        f"--sys-prefix --name {kernel}")
+        elif "CellTimeoutError" in tail or "cell timed out" in tail:
+            message = (f"{name}: {_failing_cell(output, False)} ran past the {cell_timeout}s cell timeout. Fix: "
+                       f"pass --cell-timeout with more seconds, or run a smaller profile (log: {log})")
+        elif "DeadKernelError" in tail or "Kernel died" in tail:
+            message = (f"{name}: the kernel died in {_failing_cell(output, False)} (out of memory, or a crash in "
+                       f"native code). Fix: free memory or run a smaller profile, then rerun (log: {log})")
         else:
             message = f"{name}: {_failing_cell(output)} (log: {log})"
         return NotebookResult(name, "failed", seconds, message, output)

@@ -31,7 +31,7 @@ from .captions import INSTANCE_LEVEL, LEVELS, object_captions, part_phrases, sce
 from .redundancy import FLAG_NAMES, add_redundancy
 from .scenes import ROOM_RECIPES, sample_room
 from .shapes import CATEGORY_BUILDERS, build_leaf, normalize_unit_sphere, sample_spec
-from .taxonomy import (PATH_LEVELS, TREE, all_leaves, leaf_path, leaves_of, select_leaves, taxonomy_depth,
+from .taxonomy import (PATH_LEVELS, TREE, all_leaves, leaves_of, select_leaves, taxonomy_depth,
                        taxonomy_tree)
 
 ARTEFACT_LEAVES = frozenset(all_leaves("Elephant"))
