@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from h2arn.data.synthetic import GENERATOR_VERSION
 from h2arn.features import atomic_write_json
 from h2arn.paths import repo_root
 from h2arn.stats import bootstrap_interval, format_interval, mean_interval, paired_t_interval
@@ -406,6 +407,12 @@ def study_section(study: dict, profile: str) -> list[str]:
             p = r["paired"].get(v)
             cells.append(format_interval(p, signed=True) + f" (n {p['n']})" if p and p["n"] else "–")
         lines.append("| " + " | ".join(cells) + " |")
+    measured_on = study.get("generator_version")
+    if measured_on != GENERATOR_VERSION:
+        lines += ["", f"**Stale:** these runs were measured on benchmark generator version "
+                  f"{measured_on if measured_on is not None else '(not recorded; measured before the studies stamped it)'}; the "
+                  f"current benchmark is version {GENERATOR_VERSION}. The report does not rerun studies: rerun "
+                  f"`{study['command']}` (then this report) to refresh them."]
     if study.get("missing_runs"):
         miss = study["missing_runs"]
         lines += ["", f"**Not run** ({len(miss)} of {len(miss) + len(study['runs'])} runs; CPU time ran out in the session "

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from h2arn.data.synthetic import GENERATOR_VERSION
 from h2arn.features import FeatureError, atomic_write_json, data_fingerprint
 from h2arn.paths import repo_root
 
@@ -192,7 +193,8 @@ def run_study(study: str, profile: str = "ci", seeds: Sequence[int] = range(5), 
            "split": spec.get("split", "test"), "compare": spec.get("compare", "variants"),
            "values": list(spec["values"]), "variants": list(spec["variants"]), "seeds": list(seeds),
            "question": spec["question"], "runs": records, "missing_runs": missing,
-           "command": f"python -m h2arn.course.studies run {study} --profile {profile} --seeds {len(list(seeds))}"}
+           "command": f"python -m h2arn.course.studies run {study} --profile {profile} --seeds {len(list(seeds))}",
+           "generator_version": GENERATOR_VERSION}   # the report flags studies measured on another benchmark
     path = results_path(profile, study)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, path, indent=1)
