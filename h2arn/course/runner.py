@@ -252,11 +252,18 @@ def format_table(results: list[NotebookResult]) -> str:
     return "\n".join(lines)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _selected_or_none(args: argparse.Namespace) -> list[Path] | None:
+    """The notebooks the command line names, or ``None`` after printing the one-line reason (exit 2)."""
     try:
-        notebooks = select_notebooks(args.notebooks)
+        return select_notebooks(args.notebooks)
     except CourseError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    notebooks = _selected_or_none(args)
+    if notebooks is None:
         return 2
     if not notebooks:
         print(f"error: no notebooks found in {notebooks_dir()}", file=sys.stderr)
@@ -334,10 +341,8 @@ def _site(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    try:
-        notebooks = select_notebooks(args.notebooks)
-    except CourseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    notebooks = _selected_or_none(args)
+    if notebooks is None:
         return 2
     problems = [p for nb in notebooks for p in check_notebook(nb)]
     for p in problems:
