@@ -443,6 +443,13 @@ def _gather_rows(cache: dict[Path, tuple[Tensor, Tensor]], parts: list[tuple[Pat
 _RECORD_MEMO: dict[tuple, dict] = {}
 
 
+def _update_with_bytes(h, path: Path) -> None:
+    """Feed a file's raw bytes to the hash ``h`` in 4 MiB chunks (no whole-file read into memory)."""
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+
+
 def file_record(path: str | os.PathLike) -> dict:
     """``{"bytes": size, "blake2b": hash of the raw bytes}`` of one file, memoised per (path, size, mtime)."""
     path = Path(path)
@@ -450,9 +457,7 @@ def file_record(path: str | os.PathLike) -> dict:
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _RECORD_MEMO:
         h = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
+        _update_with_bytes(h, path)
         _RECORD_MEMO[key] = {"bytes": st.st_size, "blake2b": h.hexdigest()}
     return _RECORD_MEMO[key]
 
@@ -543,9 +548,7 @@ def _file_digest(path: Path) -> str | None:
                 else:
                     h.update(f"{name}={value!r}".encode())
         else:
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
+            _update_with_bytes(h, path)
         _HASH_MEMO[key] = h.hexdigest()
     return _HASH_MEMO[key]
 

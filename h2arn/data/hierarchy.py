@@ -346,16 +346,11 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[float
     For a paired comparison pass the per-seed differences. Non-finite values (diverged runs) are
     left out and ``n`` says how many remain; the half-width is NaN below two values.
     """
-    from scipy.stats import t as student_t
+    from ..stats import mean_interval
 
     v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan"), 0
-    if len(v) < 2:
-        return float(v[0]), float("nan"), 1
-    half = student_t.ppf(0.5 + confidence / 2.0, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), float(half), len(v)
+    r = mean_interval(v[np.isfinite(v)].tolist(), confidence)   # diverged (inf) runs are left out too
+    return r["mean"], r["hi"] - r["mean"], r["n"]
 
 
 def compare_optimizers(tree: Tree, dim: int, *, seeds: Sequence[int], lrs: Sequence[float], steps: int,
