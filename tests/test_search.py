@@ -11,6 +11,7 @@ import torch
 trimesh = pytest.importorskip("trimesh")
 
 from h2arn import search as S  # noqa: E402
+from h2arn.search import recorded  # noqa: E402
 from h2arn.checkpoint import save_model_file  # noqa: E402
 from h2arn.encoders import PointNet  # noqa: E402
 from h2arn.encoders.pretrain import category_from_name  # noqa: E402
@@ -73,7 +74,7 @@ def env(tmp_path_factory):
     enc = PointNet(channels="xyz", emb_dims=16, token_dim=TOKEN_DIM, num_tokens=TOKENS).eval()
     enc_path = save_encoder_checkpoint(enc, tmp / "encoder.pt")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(S, "_load_recorded_text_encoder", lambda features, path, device: FakeText())
+        mp.setattr(recorded, "text_encoder", lambda features, path, device: FakeText())
         yield {"tmp": tmp, "enc": enc_path, "model_a": _model_file(tmp, "a.pth", 0, enc_path),
                "model_b": _model_file(tmp, "b.pth", 1, enc_path), "shapes": _write_shapes(tmp / "shapes"),
                "cache": tmp / "cache"}
