@@ -159,7 +159,6 @@ def search(session: RetrievalSession, query: str, k: int = 5) -> list[SearchResu
                          category=session.cloud_categories[j]) for i, j in enumerate(top)]
 
 
-
 def word_pieces(text_encoder, text: str) -> list[str]:
     """The tokenizer's pieces of ``text`` (with its special tokens), aligned with the feature positions."""
     ids = text_encoder.tokenizer(text, truncation=True, max_length=text_encoder.max_length)["input_ids"]
