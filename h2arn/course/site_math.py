@@ -7,10 +7,11 @@ but each formula is converted with ``latex2mathml`` into MathML, which browsers 
 Core, Chromium >= 109, Firefox, Safari). The pages then load no script from the network for math (nor
 require.js, which static pages do not need).
 
-What counts as math is what JupyterLab shows as math: ``$...$``, ``$$...$$``, ``\\(...\\)``, ``\\[...\\]``
-(with one or, nbconvert's form, two backslashes) and ``\\begin{env}...\\end{env}``. Code spans and code
-blocks are never math. As in pandoc, an inline ``$`` opens only before a non-space and closes only after
-a non-space and not before a digit, so "costs $5 or $6" stays text.
+What counts as math: ``$...$``, ``$$...$$``, ``\\begin{env}...\\end{env}``, and ``\\(...\\)``,
+``\\[...\\]`` with one backslash as a LaTeX author writes them or with two, the only form nbconvert takes
+(markdown reads ``\\(`` as an escaped parenthesis). Code spans and code blocks are never math. As in
+pandoc, an inline ``$`` opens only before a non-space and closes only after a non-space and not before a
+digit, so "costs $5 or $6" stays text.
 
 A formula latex2mathml rejects, or converts into something malformed (an unknown command kept as text,
 a fraction with one part, an unbalanced brace), stays visible as its LaTeX source in
@@ -81,8 +82,20 @@ def _styled_letter(m: re.Match) -> str:
     return m[0]
 
 
+def _braces_balanced(latex: str) -> bool:
+    """Whether every group ``{`` closes (latex2mathml reads ``x^{2`` as x² and ``a}`` as a brace glyph)."""
+    depth = 0
+    for brace in re.sub(r"\\[\\{}]", "", latex):
+        depth += {"{": 1, "}": -1}.get(brace, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
 def _checked_mathml(latex: str, display: bool) -> str:
     """MathML of ``latex``; raises ValueError when latex2mathml fails or its result is malformed."""
+    if not _braces_balanced(latex):
+        raise ValueError("unbalanced braces")
     latex = _ALIGNED.sub(r"\\\1{align*}", latex)
     try:
         mathml = convert(latex, display="block" if display else "inline")
@@ -116,7 +129,7 @@ def latex_to_html(latex: str, *, display: bool, count: MathCount, source: str | 
     return mathml
 
 
-# JupyterLab also takes single-backslash \( \) and \[ \] as math; nbconvert only the doubled form.
+# \( \) and \[ \] with one backslash or two (nbconvert takes only the doubled form).
 _OPEN_PAREN, _CLOSE_PAREN = r"(?<!\\)\\\\?\(", r"(?<!\\)\\\\?\)"
 _OPEN_BRACKET, _CLOSE_BRACKET = r"(?<!\\)\\\\?\[", r"(?<!\\)\\\\?\]"
 # pandoc's rule for $: opens before a non-space, closes after a non-space and not before a digit.
