@@ -2,9 +2,10 @@
 
 The page-building tests use small executed notebooks written here (no kernel, milliseconds). The browser
 test opens the index and one chapter in headless Chromium where it is installed (skipped otherwise),
-checks that every image loads and that no cell shows an error, and saves screenshots under
-build/site-check/. It uses the real executed chapters when ``tests/test_notebooks.py`` has just written
-them (build/notebooks/ci/), else the small ones.
+checks that every image loads, that no cell shows an error, that the formulas are laid out as MathML and
+that no script comes from the network, and saves screenshots under build/site-check/. It uses real
+executed chapters (one of them with formulas) when ``tests/test_notebooks.py`` has just written them
+(build/notebooks/ci/), else the small ones.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import functools
 import http.server
 import io
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -42,12 +44,13 @@ def _png() -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _executed(path: Path, title: str, *, figure: bool, error: bool = False, seconds: float = 3.0) -> Path:
+def _executed(path: Path, title: str, *, figure: bool, error: bool = False, seconds: float = 3.0,
+              markdown: str = "Some text.") -> Path:
     """An executed notebook as papermill leaves it: outputs and the papermill status metadata."""
     cell = new_code_cell("draw()")
     if figure:
         cell.outputs = [new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"})]
-    cells = [new_markdown_cell(f"# {title}\n\nSome text."), cell]
+    cells = [new_markdown_cell(f"# {title}\n\n{markdown}"), cell]
     if error:
         bad = new_code_cell("1 / 0")
         bad.outputs = [new_output("error", ename="ZeroDivisionError", evalue="division by zero",
@@ -76,6 +79,42 @@ def test_index_lists_each_chapter_with_status_time_and_first_figure(tmp_path):
     assert "celltag_h2arn-error" in (tmp_path / "site" / "01_broken.html").read_text(encoding="utf-8")
 
 
+_MATH_MARKDOWN = r"""Inline $x_0^2$ and \(\langle x,y\rangle_L\), with $\mathcal L_{\text{cont}}$ and
+$\operatorname{arcsinh}(\sqrt{c}\,d)$; code `$HOME and $PATH` is not math, nor is a price of $5 or $6.
+
+$$d(x,y) = \tfrac{2}{\sqrt{c}}\,\operatorname{arcsinh}\!\big(\tfrac{\sqrt{c}}{2}\,\lVert x-y\rVert_L\big)$$
+
+\[\cosh(\sqrt c\,d) = -c\langle x,y\rangle_L\]
+
+A broken formula $\frac{1$ stays readable.
+
+```python
+total = "$$ not math $$"
+```
+"""
+
+
+def test_formulas_become_mathml_and_the_page_needs_no_network(tmp_path, capsys):
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    path = _executed(executed / "01_math.ipynb", "01 · Math", figure=False, markdown=_MATH_MARKDOWN)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].outputs = [new_output("display_data", data={"text/latex": r"$\displaystyle \frac{a}{b}$",
+                                                            "text/plain": "a/b"}),
+                           new_output("display_data", data={"text/markdown": r"mean $\mu = 0.5$",
+                                                            "text/plain": "mean"})]
+    nbformat.write(nb, path)
+    write_site(executed, tmp_path / "site")
+    page = (tmp_path / "site" / "01_math.html").read_text(encoding="utf-8")
+    assert page.count("<math ") == 8 and page.count('display="block"') == 3   # 5 inline + 2 display + 1 latex
+    assert "ℒ" in page and "<mtext>cont</mtext>" in page and "<mi>arcsinh</mi>" in page
+    assert "<code>$HOME and $PATH</code>" in page and "a price of $5 or $6." in page
+    assert '"$$ not math $$"' in page.replace("&quot;", '"')                  # code blocks untouched
+    assert re.search(r'<code class="h2arn-math-failed"[^>]*>\$\\frac\{1\$</code>', page)
+    assert not re.search(r"<script[^>]+src=[\"']https?:", page) and "mathjax" not in page.lower()
+    assert "01_math.html: 8 formulas as MathML, 1 left as LaTeX" in capsys.readouterr().out
+
+
 def test_first_figure_is_none_without_images():
     assert first_figure({"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream"}]}]}) is None
 
@@ -101,8 +140,15 @@ function report() {
   const errorCells = doc.querySelectorAll(".celltag_h2arn-error, .celltag_papermill-error-cell-tag").length;
   const tracebacks = Array.from(doc.querySelectorAll(".jp-OutputArea-output"))
       .filter(el => el.textContent.includes("Traceback (most recent call last)")).length;
+  const formulas = Array.from(doc.querySelectorAll("math"));
+  const laidOut = formulas.filter(el => el.getBoundingClientRect().width > 0).length;
+  const remoteScripts = Array.from(doc.scripts).map(s => s.src).filter(src => /^https?:/.test(src)
+      && !src.startsWith(location.origin));
+  const rawLatex = Array.from(doc.querySelectorAll(".jp-MarkdownOutput"))
+      .filter(el => /\\$\\$|\\\\frac|\\\\langle/.test(el.innerText)).length;
   document.getElementById("result").textContent = JSON.stringify(
-      {title: doc.title, images: images.length, broken, errorCells, tracebacks});
+      {title: doc.title, images: images.length, broken, errorCells, tracebacks, formulas: formulas.length,
+       laidOut, remoteScripts, rawLatex});
 }
 frame.addEventListener("load", () => setTimeout(report, 500));
 frame.src = target;
@@ -110,20 +156,27 @@ frame.src = target;
 """
 
 
+def _has_math(nb: dict) -> bool:
+    return any(c.get("cell_type") == "markdown" and "$" in "".join(c.get("source", "")) for c in nb["cells"])
+
+
 @pytest.fixture()
 def served_site(tmp_path):
     """The site built from executed chapters, served on localhost (file:// pages cannot inspect iframes)."""
     executed = build_dir() / "notebooks" / "ci"
-    chapters = [r.output for r in runner.executed_summary(executed) if r.status == "ok"
-                and first_figure(json.loads(r.output.read_text(encoding="utf-8"))) is not None][:2]
+    with_figure = [(r.output, json.loads(r.output.read_text(encoding="utf-8")))
+                   for r in runner.executed_summary(executed) if r.status == "ok"]
+    with_figure = [(path, nb) for path, nb in with_figure if first_figure(nb) is not None]
+    with_math = [path for path, nb in with_figure if _has_math(nb)]
     source = tmp_path / "executed"
     source.mkdir()
-    if len(chapters) == 2:                               # two real chapters keep the test to seconds
-        for path in chapters:
+    if len(with_figure) >= 2 and with_math:              # two real chapters keep the test to seconds
+        first = next(path for path, _ in with_figure if path != with_math[0])
+        for path in sorted({first, with_math[0]}):     # the chapter checked below is the last: the one with math
             shutil.copy(path, source / path.name)
     else:
         _executed(source / "00_intro.ipynb", "00 · Intro", figure=True)
-        _executed(source / "01_next.ipynb", "01 · Next", figure=True)
+        _executed(source / "01_next.ipynb", "01 · Next", figure=True, markdown=_MATH_MARKDOWN)
     site = tmp_path / "site"
     write_site(source, site)
     (site / "_check.html").write_text(_CHECK_PAGE, encoding="utf-8")
@@ -166,6 +219,11 @@ def test_site_pages_load_in_headless_chromium(served_site):
         assert result["images"] > 0, f"{page}: no images on the page"
         assert result["broken"] == [], f"{page}: images that did not load: {result['broken']}"
         assert result["errorCells"] == 0 and result["tracebacks"] == 0, f"{page}: a cell shows an error"
+        assert result["remoteScripts"] == [], f"{page}: scripts from the network: {result['remoteScripts']}"
+        if page == chapter:
+            assert result["formulas"] > 0 and result["laidOut"] == result["formulas"], \
+                f"{page}: {result['laidOut']} of {result['formulas']} formulas laid out as MathML"
+            assert result["rawLatex"] == 0, f"{page}: {result['rawLatex']} markdown cells still show raw LaTeX"
         shot = out / f"{Path(page).stem}.png"
         _chromium("--window-size=1280,1600", "--virtual-time-budget=10000", f"--screenshot={shot}",
                   f"{url}/{page}")

@@ -5,8 +5,9 @@
 An executed notebook is the course a student reads without starting a kernel: outputs, figures and all.
 The index lists each chapter with its status and run time (as papermill recorded them) and the first
 figure it drew, so a broken chapter or a chapter without figures is visible at a glance. Pages are
-self-contained (figures are embedded by nbconvert), and the index's thumbnails sit in ``figures/`` beside
-it, so the folder can be copied or served as it is.
+self-contained (figures are embedded by nbconvert, formulas are MathML written here by ``site_math``, no
+script comes from a CDN), and the index's thumbnails sit in ``figures/`` beside it, so the folder can be
+copied or served as it is, offline too.
 """
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from h2arn.course.runner import NotebookResult, executed_summary
+
+if TYPE_CHECKING:
+    from h2arn.course.site_math import MathCount
 
 __all__ = ["SiteChapter", "write_site", "chapter_title", "first_figure"]
 
@@ -64,21 +69,23 @@ ERROR_CELL_TAG = "h2arn-error"   # on the page as class ``celltag_h2arn-error``:
 
 @functools.lru_cache(maxsize=1)
 def _exporter():
-    from nbconvert import HTMLExporter
+    from h2arn.course.site_math import OfflineMathHTMLExporter
 
-    return HTMLExporter(template_name="lab")   # built once: the first export loads templates and CSS
+    return OfflineMathHTMLExporter()   # built once: the first export loads templates and CSS
 
 
-def _export_html(nb_path: Path) -> str:
-    """The lab-style HTML page of an executed notebook, figures embedded, error cells marked by a tag."""
+def _export_html(nb_path: Path) -> tuple[str, MathCount]:
+    """The lab-style HTML page of an executed notebook, figures embedded, formulas as MathML, error cells
+    marked by a tag; and the count of its formulas (converted, and left as LaTeX)."""
     import nbformat
 
     nb = nbformat.read(nb_path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code" and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
             cell.metadata.setdefault("tags", []).append(ERROR_CELL_TAG)
-    body, _ = _exporter().from_notebook_node(nb)
-    return body.replace("</style>", ".celltag_h2arn-error { border-left: 4px solid #cf222e; }\n</style>", 1)
+    body, resources = _exporter().from_notebook_node(nb)
+    page = body.replace("</style>", ".celltag_h2arn-error { border-left: 4px solid #cf222e; }\n</style>", 1)
+    return page, resources["math"]
 
 
 _STATUS_COLOUR = {"ok": "#1a7f37", "failed": "#cf222e", "unfinished": "#9a6700", "invalid": "#cf222e"}
@@ -135,12 +142,15 @@ def write_site(executed_dir: Path, site_dir: Path, profile: str = "ci") -> Path:
         stem = path.stem
         try:
             nb = json.loads(path.read_text(encoding="utf-8"))
-            page_html = _export_html(path)
+            page_html, math = _export_html(path)
         except (OSError, ValueError) as exc:   # unreadable or not a notebook: listed, not published
             chapters.append(SiteChapter(result.notebook, stem, "invalid", result.seconds, "", None, 0))
             print(f"[h2arn.course] {path}: not published ({exc})")
             continue
         (site_dir / f"{stem}.html").write_text(page_html, encoding="utf-8")
+        if math.converted or math.failed:
+            print(f"[h2arn.course] {stem}.html: {math.converted} formulas as MathML, {len(math.failed)} left as "
+                  f"LaTeX" + (f" (first: {math.failed[0]!r})" if math.failed else ""))
         png = first_figure(nb)
         figure = None
         if png:
