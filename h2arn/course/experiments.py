@@ -76,7 +76,7 @@ DESCRIPTIONS = {
     "fixed_curvature": "fixed curvature c = 1",
 }
 
-# The paper's T3DR-HIT v2 numbers (research dossier section 4.2: Table 1 best row, Table 2 ablations,
+# The paper's T3DR-HIT v2 numbers (the paper: Table 1 best row, Table 2 ablations,
 # Table 3 Euclidean variants). None = not reported (Tables 2-3 give only R@1 and R@5).
 PAPER_V2: dict[str, dict] = {
     "h2arn": {"t2p_R@1": 16.4, "t2p_R@5": 44.5, "t2p_R@10": 60.6, "p2t_R@1": 19.6, "p2t_R@5": 42.3,
