@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from h2arn.data.synthetic import GENERATOR_VERSION
+from h2arn.docs_blocks import replace_marked_block
 from h2arn.features import atomic_write_json
 from h2arn.paths import repo_root
 from h2arn.stats import bootstrap_interval, format_interval, mean_interval, paired_t_interval
@@ -475,13 +476,6 @@ values are not comparable with the paper's column, only the direction of differe
 """
 
 
-def _replace_between(text: str, begin: str, end: str, body: str) -> str:
-    if begin in text and end in text:
-        i, j = text.index(begin), text.index(end) + len(end)
-        return text[:i] + body + text[j:]
-    return text.rstrip() + "\n\n" + body + "\n"
-
-
 def readme_block(res: dict) -> str:
     return "\n".join([README_BEGIN, "", "**Headline (`ci`, measured by `python -m h2arn.course.report --profile ci`).** "
                       + headline(res), ""] + main_table(res)
@@ -499,13 +493,13 @@ def write_report(res: dict, studies: Sequence[dict]) -> dict:
     if "<!-- profile:" not in doc:
         doc = _DOC_HEAD
     section = render_markdown(res, studies)
-    doc = _replace_between(doc, f"<!-- profile:{p}:begin -->", f"<!-- profile:{p}:end -->", section)
+    doc = replace_marked_block(doc, f"<!-- profile:{p}:begin -->", f"<!-- profile:{p}:end -->", section)
     paths["markdown"].write_text(doc, encoding="utf-8")
     if p == "ci":
         readme = root / "README.md"
         text = readme.read_text(encoding="utf-8")
         if README_BEGIN in text:
-            readme.write_text(_replace_between(text, README_BEGIN, README_END, readme_block(res)), encoding="utf-8")
+            readme.write_text(replace_marked_block(text, README_BEGIN, README_END, readme_block(res)), encoding="utf-8")
             paths["readme"] = readme
     return paths
 

@@ -1,6 +1,8 @@
 """``python -m h2arn.data generate --profile ci|full [--seed N] [--out DIR] [--force]``, ``info ROOT`` and
 ``realism [--profile ci|full] [--seed N] [--json FILE]`` (generated vs real shapes; see h2arn.data.realism) and
-``tokens [--profile ci]`` (redundant points vs redundant tokens; see h2arn.data.redundancy)."""
+``tokens [--profile ci]`` (redundant points vs redundant tokens; see h2arn.data.redundancy) and
+``report [--parts ...] [--write | --render-only]`` (the numbers of data/README.md, written into its marked block and
+data/report.json; see h2arn.data.report)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..cli import run_cli
+from ..cli import UsageError, run_cli
 from .synthetic import PROFILES, default_root, ensure_synthetic, generate
 from .t3drhit import (DatasetError, available_splits, available_subsets, load_metadata, load_split,
                       missing_dataset_message)
@@ -49,9 +51,36 @@ def main(argv=None) -> int:
     t.add_argument("--split", default="val")
     t.add_argument("--num-points", type=int, default=1024)
     t.add_argument("--num-tokens", type=int, default=100)
+    rp = sub.add_parser("report", help="measure the numbers of data/README.md (--write: into its block and "
+                        "data/report.json)")
+    rp.add_argument("--parts", nargs="+", default=None, metavar="PART",
+                    help="realism, tokens, generation-ci (the default), generation-full, extraction-ci (slow), or all")
+    rp.add_argument("--write", action="store_true",
+                    help="store the measured parts in data/report.json and rewrite the block of data/README.md")
+    rp.add_argument("--render-only", action="store_true",
+                    help="rewrite the block of data/README.md from data/report.json, measuring nothing")
     args = parser.parse_args(argv)
 
     def body() -> int:
+        if args.cmd == "report":
+            from . import report
+
+            if args.render_only:
+                if args.parts or args.write:
+                    raise UsageError("--render-only measures nothing, so it takes no --parts or --write. Fix: drop "
+                                     "them, or drop --render-only to measure.")
+                for kind, path in report.write_report({}).items():
+                    print(f"wrote {kind}: {path}")
+                return 0
+            parts = report.parse_parts(args.parts or report.DEFAULT_PARTS)
+            if args.write:
+                report.check_writable(parts)
+            measured = report.measure(parts)
+            written = report.write_report(measured) if args.write else {}
+            print(report.render_block({"parts": measured}))
+            for kind, path in written.items():
+                print(f"wrote {kind}: {path}")
+            return 0
         if args.cmd == "tokens":
             from .redundancy import token_share_report
 

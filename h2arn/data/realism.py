@@ -49,6 +49,15 @@ def load_real_shapes(path: Path) -> tuple[List[np.ndarray], List[str], List[str]
     return xyz, [REAL_CLASSES[classes[k]] for k in keys], keys
 
 
+def input_records(real_dir: Path, checkpoint: Path) -> Dict[str, dict]:
+    """Size and hash of the shared files the report reads, so a stored report can be told stale when they change."""
+    from ..features import file_record
+
+    return {"real_shapes_dev/clouds.npz": file_record(real_dir / "clouds.npz"),
+            "real_shapes_dev/classes.json": file_record(real_dir / "classes.json"),
+            "pretrained/" + checkpoint.name: file_record(checkpoint)}
+
+
 def _features(encoder, clouds: List[np.ndarray], batch: int = 64) -> np.ndarray:
     import torch
 
@@ -84,7 +93,7 @@ def realism_report(profile: str = "ci", seed: int = 0, progress: bool = False) -
     real_xyz, real_cats, _ = load_real_shapes(real_dir)
     real_f, _ = _features(encoder, real_xyz)
     out: Dict = {"profile": profile, "seed": seed, "n_real": len(real_xyz), "n_generated_train": len(train),
-                 "real_classes": dict(sorted(Counter(real_cats).items()))}
+                 "real_classes": dict(sorted(Counter(real_cats).items())), "inputs": input_records(real_dir, ckpt)}
     chance = float(np.mean([(gen_cats == c).mean() for c in real_cats]))
     for variant, clouds in (("as stored", [r.points[:, :3] for r in train]),
                             ("salient points only", [r.points[r.extra[:, 1] == 0, :3] for r in train])):
