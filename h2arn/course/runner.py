@@ -332,7 +332,16 @@ def _summary(args: argparse.Namespace) -> int:
         return 1
     print(f"notebooks executed by papermill in {out_dir}:")
     print(format_table(results))
-    return 0 if all(r.status == "ok" for r in results) else 1
+    ok = all(r.status == "ok" for r in results)
+    if args.write_readme:
+        if not ok or len(results) != len(list_notebooks()):
+            print(f"error: --write-readme needs every chapter executed without error in {out_dir}; "
+                  "fix: ./course run --profile " + args.profile, file=sys.stderr)
+            return 2
+        from h2arn.course.chapter_times import write_readme_times
+
+        print(f"chapter times written to {write_readme_times(results, args.profile, repo_root() / 'README.md')}")
+    return 0 if ok else 1
 
 
 def _site(args: argparse.Namespace) -> int:
@@ -369,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = sub.add_parser("summary", help="table of the executed notebooks in build/notebooks/<profile>/")
     summary.add_argument("--profile", choices=PROFILES, default="ci")
     summary.add_argument("--output-dir", default=None)
+    summary.add_argument("--write-readme", action="store_true",
+                         help="rewrite the README's chapter-times block from these executed chapters")
     summary.set_defaults(func=_summary)
     site = sub.add_parser("site", help="write build/site/ (HTML chapters + index) from executed notebooks")
     site.add_argument("--profile", choices=PROFILES, default="ci")

@@ -113,8 +113,9 @@ def _train_one(profile: str, run: dict, train: bool = True) -> Path | None:
 
     ov = dict(run["overrides"])
     variant = run["variant"]
-    if run["data"] or variant == "oracle":   # other data than the profile's default features
-        from h2arn.course.study_data import study_links   # generator knobs (benchmark v4)
+    from h2arn.course.study_data import is_default_data, study_links   # generator knobs (benchmark v4)
+
+    if variant == "oracle" or not is_default_data(run["data"], profile):   # other data than the profile's default features
 
         links = study_links(profile, run["data"] or {}, oracle=variant == "oracle", build=train)
         if links is None:

@@ -20,7 +20,7 @@ from h2arn.extract import PROFILE_SETTINGS, ensure_features, extract, link_paths
 from h2arn.features import atomic_save, mask_path_for
 from h2arn.paths import build_dir
 
-__all__ = ["default_encoder", "study_features", "oracle_features", "study_links", "ORACLE_THRESHOLD"]
+__all__ = ["default_encoder", "study_features", "oracle_features", "study_links", "is_default_data", "ORACLE_THRESHOLD"]
 
 ORACLE_THRESHOLD = 0.5     # a token with more than this share of flagged points is dropped by the oracle
 FEATURE_PROFILE = {"ci": "ci", "medium": "ci"}
@@ -38,6 +38,18 @@ def default_encoder(data_profile: str) -> Path:
     return Path(next(iter(paths)))
 
 
+def is_default_data(knobs: dict | None, profile: str = "ci") -> bool:
+    """True when ``knobs`` generate the profile's standard benchmark (``{"depth": 4}``, or ``train_per_leaf`` equal
+    to the profile's own): its runs are the report's cached runs, so a study value equal to the default is never
+    trained twice on a renamed copy of the same data."""
+    from h2arn.data.synthetic import PROFILES, _make_knobs
+
+    knobs = dict(knobs or {})
+    if knobs.get("train_per_leaf") == PROFILES[FEATURE_PROFILE.get(profile, profile)].train_per_leaf:
+        del knobs["train_per_leaf"]
+    return not knobs or not _make_knobs(**knobs).non_default()
+
+
 def study_features(profile: str, knobs: dict, build: bool = True) -> Path | None:
     """Feature folder of the benchmark generated with ``knobs`` (cached; the default features when knobs are empty).
 
@@ -48,7 +60,7 @@ def study_features(profile: str, knobs: dict, build: bool = True) -> Path | None
     from h2arn.data.synthetic import _make_knobs
 
     data_profile = FEATURE_PROFILE.get(profile, profile)
-    if not knobs or not _make_knobs(**knobs).non_default():   # the standard benchmark: its default features
+    if is_default_data(knobs, profile):   # the standard benchmark: its default features
         return ensure_features(data_profile, device="cpu", progress=False)
     if not build:
         out = build_dir() / "features" / default_root(data_profile, 0, _make_knobs(**knobs)).name
