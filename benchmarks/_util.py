@@ -14,28 +14,17 @@ the scripts are run as ``python benchmarks/<name>.py``, so this folder is on ``s
 """
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from typing import Callable, Iterable, Mapping
+
+from h2arn.timing import load_info, machine_info, measure  # noqa: F401  (re-exported for the scripts)
 
 
 def timeit(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1,
            sync: Callable[[], None] | None = None) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` untimed runs."""
-    for _ in range(warmup):
-        fn()
-    if sync is not None:
-        sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if sync is not None:
-            sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return measure(fn, repeats=repeats, warmup=warmup, sync=sync).median
 
 
 def print_table(rows: Iterable[dict], columns: list[str] | None = None) -> None:
@@ -52,32 +41,6 @@ def print_table(rows: Iterable[dict], columns: list[str] | None = None) -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in cells:
         print(line(r))
-
-
-def machine_info() -> str:
-    """One line: cores, CPU model, torch version and threads, and the GPU if torch sees one."""
-    import torch
-
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"nproc={cores}, CPU={model}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), {gpu}")
-
-
-def load_info() -> str:
-    """``"2026-12-01 20:45 UTC, load average 7.1 / 6.0 / 3.9 (1/5/15 min)"``: the conditions of a measurement."""
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    try:
-        one, five, fifteen = os.getloadavg()
-        return f"{stamp}, load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1/5/15 min)"
-    except OSError:
-        return f"{stamp}, load average unknown"
 
 
 def interleaved(fns: Mapping[str, Callable[[], object]], *, repeats: int = 5, warmup: int = 1,
