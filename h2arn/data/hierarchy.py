@@ -316,25 +316,32 @@ def depth_norm_correlation(emb: Embedding, tree: Tree) -> float:
     return float(spearmanr(tree.depth[1:], r[1:]).statistic)
 
 
-def sweep(tree: Tree, dims: Sequence[int], *, steps: int = 400, lr: float = 0.05, seed: int = 0,
+def sweep(tree: Tree, dims: Sequence[int], *, steps: int = 400, lr: float = 0.05, seeds: Sequence[int] = (0,),
           device: str | torch.device = "cpu", progress: bool = True) -> List[dict]:
-    """Run both geometries x both objectives for each dimension; one result row per (geometry, dim)."""
+    """Both geometries x both objectives for each dimension and seed; one row per ``(geometry, dim, seed)``.
+
+    The seeds of one setting are fitted together (:func:`embed_tree_seeds`), and a seed gives the same initial
+    tangent vectors to both geometries, so rows with the same ``seed`` and ``dim`` are paired.
+    """
     related = tree.related()
     tdist = tree.distances()
+    deep = np.flatnonzero(tree.depth == tree.depth.max())
+    seeds = list(seeds)
     rows = []
     jobs = [(g, d) for d in dims for g in ("euclidean", "lorentz")]
     for geometry, dim in tqdm(jobs, desc="embed", disable=None if progress else True):
-        rank = embed_tree(tree, dim, geometry, "ranking", steps=steps, lr=lr, seed=seed, device=device)
-        dist_emb = embed_tree(tree, dim, geometry, "distortion", steps=steps, lr=lr, seed=seed, device=device)
-        deep = np.flatnonzero(tree.depth == tree.depth.max())
-        rows.append({
-            "geometry": geometry, "dim": dim,
-            "map": mean_average_precision(rank.pairwise().numpy(), related),
-            "map_deepest": mean_average_precision(rank.pairwise().numpy(), related, deep),
-            "distortion": average_distortion(dist_emb.pairwise().numpy(), tdist),
-            "depth_norm_spearman": depth_norm_correlation(rank, tree),
-            "ranking_embedding": rank, "distortion_embedding": dist_emb,
-        })
+        ranks = embed_tree_seeds(tree, dim, geometry, "ranking", seeds=seeds, steps=steps, lr=lr, device=device)
+        dist_embs = embed_tree_seeds(tree, dim, geometry, "distortion", seeds=seeds, steps=steps, lr=lr, device=device)
+        for seed, rank, dist_emb in zip(seeds, ranks, dist_embs):
+            rank_dist = rank.pairwise().numpy()
+            rows.append({
+                "geometry": geometry, "dim": dim, "seed": seed,
+                "map": mean_average_precision(rank_dist, related),
+                "map_deepest": mean_average_precision(rank_dist, related, deep),
+                "distortion": average_distortion(dist_emb.pairwise().numpy(), tdist),
+                "depth_norm_spearman": depth_norm_correlation(rank, tree),
+                "ranking_embedding": rank, "distortion_embedding": dist_emb,
+            })
     return rows
 
 
