@@ -66,3 +66,20 @@ def test_study_summary_pairs_over_seeds(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "repo_root", lambda: tmp_path.parent)
     text = "\n".join(report.study_section(_fake_study("variants"), "ci"))
     assert "euclidean − h2arn" in text and "+1.2 [" in text
+
+
+@pytest.mark.parametrize("name", ["dimension", "depth", "redundancy", "scale", "options"])
+def test_committed_studies_are_complete_and_measured_on_the_current_benchmark(name):
+    from h2arn.course.studies import STUDIES, load_study
+    from h2arn.data.synthetic import GENERATOR_VERSION
+
+    assert name in STUDIES
+    fix = f"Fix: rerun `python -m h2arn.course.studies run {name} --profile ci --seeds 5`, then " \
+          "`python -m h2arn.course.report --profile ci --render-only`, and commit docs/ and figures/"
+    study = load_study("ci", name)
+    assert study is not None, f"docs/studies/ci/{name}.json missing. {fix}"
+    assert study.get("generator_version") == GENERATOR_VERSION, \
+        f"{name}: measured on generator {study.get('generator_version')}, the code is at {GENERATOR_VERSION}. {fix}"
+    assert not study["missing_runs"] and len(study["seeds"]) >= 5, f"{name}: runs missing. {fix}"
+    doc = (repo_root() / "docs" / "results.md").read_text(encoding="utf-8")
+    assert study["command"] in doc, f"{name}: docs/results.md does not show this study. {fix}"
