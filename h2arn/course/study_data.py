@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from h2arn.extract import PROFILE_SETTINGS, ensure_features, extract, link_paths
-from h2arn.features import atomic_save, mask_path_for
+from h2arn.features import atomic_save, mask_path_for, pack_tokens, read_tokens
 from h2arn.paths import build_dir
 
 __all__ = ["default_encoder", "study_features", "oracle_features", "study_links", "is_default_data", "ORACLE_THRESHOLD"]
@@ -86,7 +85,7 @@ def oracle_features(feats: Path, pc_model: str = "PointNet") -> Path:
     out = feats.with_name(feats.name + "-oracle")
     stamp = out / "source.json"
     source = {"source": str(feats), "mtime_ns": (feats / "manifest.json").stat().st_mtime_ns,
-              "threshold": ORACLE_THRESHOLD, "layout": 2}
+              "threshold": ORACLE_THRESHOLD, "layout": 3}
     if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == source:
         return out
     for link in sorted(feats.glob("*_link_*.json")):
@@ -96,30 +95,28 @@ def oracle_features(feats: Path, pc_model: str = "PointNet") -> Path:
         if meta.is_file():
             _link_or_copy(meta, out / meta.name)
         split_dir = feats / subset / split
+        pc_path = split_dir / f"pc_features_{pc_model}.pt"
         for f in split_dir.glob("*.pt"):
-            if f.name.startswith("pc_masks_"):
-                continue
-            if f.name.startswith("pc_features_"):
-                # a real copy: the loader resolves symlinks and reads the mask beside the RESOLVED features file,
-                # so a linked cloud-feature file would silently bring back the original (unmasked) tokens
-                dst = out / subset / split / f.name
-                if dst.is_symlink() or dst.exists():
-                    dst.unlink()
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(f, dst)
+            if f.name.startswith("pc_masks_") or f == pc_path:
                 continue
             _link_or_copy(f, out / subset / split / f.name)
         shares_path = token_redundancy_path(feats, subset, split, pc_model)
-        pc_path = split_dir / f"pc_features_{pc_model}.pt"
-        mask = torch.load(mask_path_for(pc_path), map_location="cpu", weights_only=True).bool()
         if not shares_path.is_file():
             raise FileNotFoundError(f"{shares_path}: no per-token redundancy shares, so the oracle cannot drop "
                                     "redundant tokens. Fix: re-extract with benchmark v4 (it writes them)")
-        shares = torch.load(shares_path, map_location="cpu", weights_only=True)
+        # the cloud features are written anew (packed files carry their own mask, so a mask file beside a linked
+        # copy would be refused as coming from another extraction): the same tokens, the flagged ones masked out
+        tokens, mask = read_tokens(pc_path)
+        shares = torch.load(shares_path, map_location="cpu", weights_only=True)[:, :mask.shape[1]]
         keep = mask & ~(torch.nan_to_num(shares, nan=1.0) > ORACLE_THRESHOLD)
         empty = ~keep.any(dim=1)
         keep[empty] = mask[empty]         # a cloud made only of redundant tokens keeps them (never empty)
-        atomic_save(keep, mask_path_for(out / subset / split / pc_path.name))
+        dst = out / subset / split / pc_path.name
+        for stale in (dst, mask_path_for(dst)):
+            if stale.is_symlink() or stale.exists():
+                stale.unlink()
+        atomic_save(pack_tokens(tokens * keep[..., None], keep), dst)
+        atomic_save(keep, mask_path_for(dst))
     stamp.write_text(json.dumps(source), encoding="utf-8")
     return out
 
