@@ -36,6 +36,7 @@ passes instead of O(N_txt + N_pc)).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -546,3 +547,56 @@ def _pad_columns(w: Tensor, width: int) -> Tensor:
     if w.shape[1] >= width:
         return w[:, :width]
     return torch.nn.functional.pad(w, (0, width - w.shape[1]))
+
+
+# --------------------------------------------------------------------------- chance levels, hubness
+
+def chance_recalls(txt_to_pc: Tensor, num_clouds: int) -> dict[str, float]:
+    """Instance R@1/5/10 (both directions, in %) and Rsum of a uniformly random ranking of one split.
+
+    Text->3D: each caption has one target among ``num_clouds``; 3D->text: a cloud is found when any of
+    its own captions is in the top K of all captions. Clouds without captions are left out, as in
+    :func:`retrieval_metrics`. The same formulas as :func:`hierarchy_metrics`'s ``chance_*`` keys, for a
+    split without caption levels (e.g. the validation curve of a training run).
+    """
+    txt_to_pc = torch.as_tensor(txt_to_pc).long()
+    n_txt = int(txt_to_pc.numel())
+    own = torch.bincount(txt_to_pc, minlength=num_clouds)
+    own = own[own > 0]
+    out: dict[str, float] = {}
+    for k in RECALL_KS:
+        out[f"t2p_R@{k}"] = _pct(chance_recall(num_clouds, torch.ones(n_txt, dtype=torch.float64), k))
+        out[f"p2t_R@{k}"] = _pct(chance_recall(n_txt, own, k))
+    out["rsum"] = sum(out[f"{d}_R@{k}"] for d in ("t2p", "p2t") for k in RECALL_KS)
+    return out
+
+
+def hubness(sim: Tensor, k: int = 10, top_fraction: float = 0.05) -> dict[str, float]:
+    """How unevenly the items (columns) of ``sim (N_queries, N_items)`` fill the queries' top-``k`` lists.
+
+    ``N_k(j)`` (the k-occurrence) counts the queries whose top ``k`` (highest scores) contain item ``j``;
+    without hubs every item would appear about ``k * N_queries / N_items`` times. Returns:
+
+    * ``top_share``: share of all ``k * N_queries`` top-k slots taken by the ``ceil(top_fraction * N_items)``
+      items of largest ``N_k`` (``uniform_top_share`` = what perfectly even lists would give);
+    * ``skewness``: the (population) skewness of ``N_k`` over items (0 = symmetric; the hubness literature,
+      Radovanovic et al. 2010, calls ``> 1`` strong hubness);
+    * ``max_occurrence`` and its share of the queries, and ``never_share``: items in no top-k list (anti-hubs).
+
+    Why it matters: a hub is returned for many unrelated queries, so a gallery of top-k lists shows the same
+    items again and recall is earned partly by the hubs' own targets.
+    """
+    sim = torch.as_tensor(sim).detach().double().cpu()
+    n_q, n_items = sim.shape
+    k = max(1, min(int(k), n_items))
+    top = sim.topk(k, dim=1).indices
+    occ = torch.bincount(top.reshape(-1), minlength=n_items).double()
+    n_top = max(1, math.ceil(top_fraction * n_items))
+    centred = occ - occ.mean()
+    std = centred.pow(2).mean().sqrt()
+    skew = float(centred.pow(3).mean() / std ** 3) if float(std) > 0 else 0.0
+    return {"k": k, "n_queries": n_q, "n_items": n_items, "n_top_items": n_top,
+            "top_share": float(occ.sort(descending=True).values[:n_top].sum() / (k * n_q)),
+            "uniform_top_share": n_top / n_items, "skewness": skew,
+            "max_occurrence": int(occ.max()), "max_occurrence_share": float(occ.max() / n_q),
+            "never_share": float((occ == 0).double().mean())}
