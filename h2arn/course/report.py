@@ -387,6 +387,40 @@ def _paired_label(study: dict, summary: dict, v: str) -> str:
     return f"{v} − {study['variants'][0]}"
 
 
+# what a paired difference below / above 0 means, per study and compared column (the paper's direction first)
+STUDY_READINGS: dict[str, dict[str, tuple[str, str]]] = {
+    "dimension": {"euclidean": ("hyperbolic ahead (the paper's direction)", "Euclidean ahead")},
+    "depth": {"euclidean": ("hyperbolic ahead (the paper's direction)", "Euclidean ahead")},
+    "scale": {"euclidean": ("hyperbolic ahead (the paper's direction)", "Euclidean ahead")},
+    "redundancy": {"mean_pool": ("contribution weighting ahead of mean pooling (the paper's direction)",
+                                 "mean pooling ahead"),
+                   "oracle": ("the flagged tokens help", "redundant tokens cost H2ARN accuracy its weighting "
+                              "does not recover (dropping them helps)")},
+    "options": {"h2arn": ("the option hurts on validation (not kept)", "the option helps on validation (kept)"),
+                "euclidean": ("the option hurts on validation (not kept)", "the option helps on validation (kept)")},
+}
+
+
+def study_reading(study: dict, summary: dict) -> list[str]:
+    """Plain-words reading of a study table, computed from its intervals (so it cannot go stale)."""
+    readings = STUDY_READINGS.get(study["study"], {})
+    lines = []
+    for v in _paired_names(summary):
+        groups: dict[str, list[str]] = {"below": [], "above": [], "neither": []}
+        for r in summary["rows"]:
+            p = r["paired"].get(v)
+            if not p or not p.get("n") or math.isnan(p.get("lo", math.nan)) or (p["lo"] == p["hi"] == 0):
+                continue
+            groups["below" if p["hi"] < 0 else "above" if p["lo"] > 0 else "neither"].append(str(r["value"]))
+        below, above = readings.get(v, ("below 0", "above 0"))
+        parts = [f"{what} at {', '.join(vals)}" for what, vals in
+                 ((below, groups["below"]), (above, groups["above"]), ("not separable", groups["neither"])) if vals]
+        if parts:
+            lines.append(f"- `{_paired_label(study, summary, v)}`: " + "; ".join(parts) + ".")
+    return (["", "**Reading** (computed from the paired intervals above; a direction is named only where the 95 % "
+             "interval excludes 0, *not separable* = it contains 0):", ""] + lines) if lines else []
+
+
 def study_section(study: dict, profile: str) -> list[str]:
     s = summarise_study(study)
     fig = study_figure(study, s, profile)
@@ -408,6 +442,7 @@ def study_section(study: dict, profile: str) -> list[str]:
             p = r["paired"].get(v)
             cells.append(format_interval(p, signed=True) + f" (n {p['n']})" if p and p["n"] else "–")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += study_reading(study, s)
     measured_on = study.get("generator_version")
     if measured_on != GENERATOR_VERSION:
         lines += ["", f"**Stale:** these runs were measured on benchmark generator version "
