@@ -473,8 +473,9 @@ def render_markdown(res: dict, studies: Sequence[dict]) -> str:
              f"{res.get('measured')}, {_f(res['wall_s'] / 60, 0)} min of wall time.", "",
              "Mean [95 % t-interval over seeds]. hmAP = hierarchy-aware mAP (a cloud is relevant to a caption when it "
              "satisfies it at the caption's level); nDCG@10 with graded relevance from the taxonomy. Chance = "
-             "a uniformly random ranking; ceiling = the best any model can reach on this gallery (instance recall is "
-             "capped because generic captions are true of several clouds).", ""]
+             "a uniformly random ranking; ceiling = what a model that ranks by relevance alone is guaranteed on this "
+             "gallery (text→3D instance recall is capped because a generic caption is true of several clouds and "
+             "the model cannot know which one the caption was written for; 3D→text can reach 100).", ""]
     lines += ["**The paper's claims on this benchmark** (supported = the paired 95 % interval excludes 0 in the "
               "paper's direction; contradicted = it excludes 0 the other way):", ""] + claims_table(res) + [""]
     not_run = [v for v in REPORT_VARIANTS if v not in res["variants"]]
@@ -518,8 +519,37 @@ def readme_block(res: dict) -> str:
                         "[`docs/results.md`](docs/results.md).", "", README_END])
 
 
+README_MEDIUM_BEGIN = ("<!-- results-medium:begin (written by python -m h2arn.course.report --profile medium; "
+                       "do not edit by hand) -->")
+README_MEDIUM_END = "<!-- results-medium:end -->"
+
+
+def readme_medium_block(res: dict) -> str:
+    """The README's line for the ``medium`` profile (the ci data trained to convergence), below the ci block."""
+    variants = ", ".join(f"`{v}`" for v in res["variants"])
+    return "\n".join([README_MEDIUM_BEGIN, "", "**Trained to convergence (`medium`: the `ci` data, 30 epochs instead of 8; "
+                      f"variants {variants}; measured by `{res['command']}`).** " + headline(res), "",
+                      README_MEDIUM_END])
+
+
+def _write_readme_blocks(res: dict) -> Path | None:
+    readme = repo_root() / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    if README_BEGIN not in text or res["profile"] not in ("ci", "medium"):
+        return None
+    if res["profile"] == "ci":
+        text = replace_marked_block(text, README_BEGIN, README_END, readme_block(res))
+    elif README_MEDIUM_BEGIN in text:
+        text = replace_marked_block(text, README_MEDIUM_BEGIN, README_MEDIUM_END, readme_medium_block(res))
+    else:   # first write: right below the ci block
+        cut = text.index(README_END) + len(README_END)
+        text = text[:cut] + "\n\n" + readme_medium_block(res) + text[cut:]
+    readme.write_text(text, encoding="utf-8")
+    return readme
+
+
 def write_report(res: dict, studies: Sequence[dict]) -> dict:
-    """Write the JSON, the profile's section of docs/results.md and (ci) the README block; return their paths."""
+    """Write the JSON, the profile's section of docs/results.md and (ci, medium) its README block; return their paths."""
     root = repo_root()
     p = res["profile"]
     paths = {"json": results_json_path(p), "markdown": root / "docs" / "results.md"}
@@ -530,12 +560,9 @@ def write_report(res: dict, studies: Sequence[dict]) -> dict:
     section = render_markdown(res, studies)
     doc = replace_marked_block(doc, f"<!-- profile:{p}:begin -->", f"<!-- profile:{p}:end -->", section)
     paths["markdown"].write_text(doc, encoding="utf-8")
-    if p == "ci":
-        readme = root / "README.md"
-        text = readme.read_text(encoding="utf-8")
-        if README_BEGIN in text:
-            readme.write_text(replace_marked_block(text, README_BEGIN, README_END, readme_block(res)), encoding="utf-8")
-            paths["readme"] = readme
+    readme = _write_readme_blocks(res)
+    if readme is not None:
+        paths["readme"] = readme
     return paths
 
 
