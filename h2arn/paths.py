@@ -3,7 +3,8 @@
 The course root is, in order: ``$H2ARN_ROOT``; the nearest parent of the working directory
 that holds this project's ``pyproject.toml``; the checkout the package was imported from.
 Shared read-only assets (``../shared`` beside the checkout) are optional: ``$H2ARN_SHARED``
-overrides the location, and :func:`shared_dir` returns ``None`` when they are absent.
+overrides the location, and :func:`shared_dir` returns ``None`` when they are absent. ``$H2ARN_BUILD`` moves the
+build folder alone.
 """
 from __future__ import annotations
 
@@ -39,7 +40,14 @@ def data_dir() -> Path:
 
 
 def build_dir() -> Path:
-    """``<root>/build``: caches, features, checkpoints, executed notebooks. Safe to delete."""
+    """``<root>/build`` (or ``$H2ARN_BUILD`` when ``$H2ARN_ROOT`` is not set): caches, features, checkpoints, executed notebooks. Safe to delete.
+
+    ``./course test`` runs the package tests with their own ``$H2ARN_BUILD`` beside the chapters, so the two halves
+    of the suite can run at the same time without building the same cache twice at once.
+    """
+    env = os.environ.get("H2ARN_BUILD")
+    if env and not os.environ.get("H2ARN_ROOT"):   # an explicit root brings its own build folder
+        return Path(env).resolve()
     return repo_root() / "build"
 
 
