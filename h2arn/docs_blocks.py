@@ -7,7 +7,10 @@ writer (the course's results report, the data report) uses these two functions, 
 """
 from __future__ import annotations
 
-__all__ = ["marked_block", "replace_marked_block"]
+import os
+from pathlib import Path
+
+__all__ = ["marked_block", "replace_marked_block", "write_text_atomic"]
 
 
 def _span(text: str, begin: str, end: str) -> tuple[int, int] | None:
@@ -33,3 +36,13 @@ def replace_marked_block(text: str, begin: str, end: str, body: str) -> str:
     if span:
         return text[:span[0]] + body + text[span[1]:]
     return text.rstrip() + "\n\n" + body + "\n"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so an interrupted writer never leaves a
+    half-written README behind."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -109,16 +109,20 @@ def measure(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1, numb
     return Timing(tuple(times), number=number, warmup=warmup)
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), or ``None`` where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            return next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
 def machine_info() -> str:
     """One line: cores, CPU model, torch version and threads, and the GPU if torch sees one."""
     import torch
 
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = cpu_model() or platform.processor() or "unknown CPU"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"nproc={cores}, CPU={model}, torch {torch.__version__} "

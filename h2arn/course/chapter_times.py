@@ -13,22 +13,13 @@ import platform
 from datetime import datetime
 from pathlib import Path
 
-from h2arn.docs_blocks import replace_marked_block
+from h2arn.docs_blocks import replace_marked_block, write_text_atomic
+from h2arn.timing import cpu_model
 
 __all__ = ["BEGIN", "END", "chapter_times_block", "write_readme_times"]
 
 BEGIN = "<!-- chapter-times-{profile}:begin (written by python -m h2arn.course summary --profile {profile} --write-readme) -->"
 END = "<!-- chapter-times-{profile}:end -->"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _end_date(paths: list[Path]) -> str:
@@ -51,17 +42,13 @@ def chapter_times_block(results, profile: str) -> str:
     total = sum(r.seconds for r in results)
     date = _end_date([r.output for r in results if r.output is not None])
     body = (f"*Seconds per chapter under `{profile}`, as papermill recorded them in one run on {date} "
-            f"({_cpu_name()}, {os.cpu_count()} cores; each chapter reuses the data, features and runs that earlier "
+            f"({cpu_model() or platform.processor() or platform.machine()}, {os.cpu_count()} cores; each chapter reuses the data, features and runs that earlier "
             f"chapters cached, and builds them when run alone):* " + " · ".join(cells) + f"; total {total:.0f} s.")
     return f"{BEGIN.format(profile=profile)}\n{body}\n{END.format(profile=profile)}"
 
 
 def write_readme_times(results, profile: str, readme: Path) -> Path:
     """Rewrite the chapter-times block of ``readme`` (appended when missing) and return the path."""
-    text = readme.read_text(encoding="utf-8")
-    new = replace_marked_block(text, BEGIN.format(profile=profile), END.format(profile=profile),
-                               chapter_times_block(results, profile))
-    tmp = readme.with_name(readme.name + ".tmp")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, readme)
-    return readme
+    text = replace_marked_block(readme.read_text(encoding="utf-8"), BEGIN.format(profile=profile),
+                                END.format(profile=profile), chapter_times_block(results, profile))
+    return write_text_atomic(readme, text)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from h2arn.data.synthetic import GENERATOR_VERSION
-from h2arn.docs_blocks import replace_marked_block
+from h2arn.docs_blocks import replace_marked_block, write_text_atomic
 from h2arn.features import atomic_write_json
 from h2arn.paths import repo_root
 from h2arn.stats import bootstrap_interval, format_interval, mean_interval, paired_t_interval
@@ -544,8 +544,7 @@ def _write_readme_blocks(res: dict) -> Path | None:
     else:   # first write: right below the ci block
         cut = text.index(README_END) + len(README_END)
         text = text[:cut] + "\n\n" + readme_medium_block(res) + text[cut:]
-    readme.write_text(text, encoding="utf-8")
-    return readme
+    return write_text_atomic(readme, text)
 
 
 def write_report(res: dict, studies: Sequence[dict]) -> dict:

@@ -115,8 +115,7 @@ def _train_one(profile: str, run: dict, train: bool = True) -> Path | None:
     variant = run["variant"]
     from h2arn.course.study_data import is_default_data, study_links   # generator knobs (benchmark v4)
 
-    if variant == "oracle" or not is_default_data(run["data"], profile):   # other data than the profile's default features
-
+    if variant == "oracle" or not is_default_data(run["data"], profile):   # other data than the default features
         links = study_links(profile, run["data"] or {}, oracle=variant == "oracle", build=train)
         if links is None:
             return None

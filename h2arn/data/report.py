@@ -35,7 +35,7 @@ from statistics import median
 from typing import Callable, Dict, Sequence
 
 from ..cli import UsageError
-from ..docs_blocks import marked_block, replace_marked_block
+from ..docs_blocks import marked_block, replace_marked_block, write_text_atomic
 from ..paths import data_dir
 from .synthetic import GENERATOR_VERSION, ensure_synthetic
 from .t3drhit import DatasetError, load_metadata
@@ -71,12 +71,9 @@ def rerun_command(parts: Sequence[str]) -> str:
 
 def machine_info() -> Dict:
     """What the times depend on: CPU model and count, threads, OS, Python, and the load when a part started."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from ..timing import cpu_model
+
+    cpu = cpu_model() or platform.processor() or platform.machine()
     return {"cpu": cpu, "cores": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "os": platform.platform(terse=True), "python": platform.python_version(),
             "load_average_1min": round(os.getloadavg()[0], 1)}
@@ -336,7 +333,7 @@ def write_report(measured: Dict[str, Dict]) -> Dict[str, Path]:
     merged = {**rep["parts"], **measured}
     rep["parts"] = {p: merged[p] for p in PARTS if p in merged}
     json_path = atomic_write_json(rep, report_json_path(), indent=1)
-    readme.write_text(replace_marked_block(text, REPORT_BEGIN, REPORT_END, render_block(rep)), encoding="utf-8")
+    write_text_atomic(readme, replace_marked_block(text, REPORT_BEGIN, REPORT_END, render_block(rep)))
     return {"json": json_path, "readme": readme}
 
 
